@@ -1,0 +1,259 @@
+"""The practices file: which practices we sync, from where, how often, with which rules.
+
+Validated strictly: an unknown key or a bad value is a `PracticesFileError` whose one-line
+message names the file and the key. Secrets never appear here, only the names of the
+environment variables that hold them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import time
+from decimal import Decimal
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PRACTICE_ID_PATTERN = r"^[a-z][a-z0-9_]{1,62}$"
+ENV_VAR_NAME_PATTERN = r"^[A-Z_][A-Z0-9_]{0,127}$"
+DEMO_PRACTICES_FILE = Path(__file__).parent / "demo" / "practices.yaml"
+PRACTICES_FILE_ENV = "BALANCES_PRACTICES_FILE"
+
+
+class PracticesFileError(ValueError):
+    """The practices file is missing, unreadable or invalid (message: one line)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+EnvVarName = Annotated[
+    str,
+    Field(
+        pattern=ENV_VAR_NAME_PATTERN,
+        description="name of an environment variable (the secret itself never goes in the file)",
+    ),
+]
+
+
+class SyncSchedule(_Strict):
+    frequency: Literal["daily", "hourly", "cron"] = "daily"
+    at: str = "05:00"
+    minute: int = Field(default=0, ge=0, le=59)
+    cron: str | None = None
+
+    @field_validator("at")
+    @classmethod
+    def _valid_time_of_day(cls, value: str) -> str:
+        if not re.fullmatch(r"\d{2}:\d{2}", value):
+            raise ValueError("must be HH:MM (24-hour local time)")
+        hour, minute = (int(part) for part in value.split(":"))
+        if hour > 23 or minute > 59:
+            raise ValueError("must be HH:MM (24-hour local time)")
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        from dagster._utils.schedules import is_valid_cron_string
+
+        if len(value.split()) != 5 or not is_valid_cron_string(value):
+            raise ValueError("must be a 5-field cron expression")
+        return value
+
+    @model_validator(mode="after")
+    def _cron_only_with_cron_frequency(self) -> SyncSchedule:
+        if self.frequency == "cron" and not self.cron:
+            raise ValueError("frequency cron needs a cron expression")
+        if self.frequency != "cron" and self.cron:
+            raise ValueError("cron is only allowed with frequency: cron")
+        return self
+
+    @property
+    def time_of_day(self) -> time:
+        hour, minute = (int(part) for part in self.at.split(":"))
+        return time(hour, minute)
+
+
+class OpenDentalSource(_Strict):
+    type: Literal["opendental"]
+    base_url: str
+    developer_key_env: EnvVarName
+    customer_key_env: EnvVarName
+    mode: Literal["aging_report", "ledger"] = "aging_report"
+    page_size: int = Field(default=100, ge=1, le=1000)
+    incremental_overlap_minutes: int = Field(default=10, ge=0, le=1440)
+    timeout_seconds: float = Field(default=30, gt=0, le=600)
+    max_retries: int = Field(default=5, ge=0, le=20)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.fullmatch(r"https?://[^\s/?#@]+(/[^\s?#]*)?", value):
+            raise ValueError("must be an http(s) URL without credentials or query")
+        return value.rstrip("/")
+
+
+class FhirSource(_Strict):
+    type: Literal["fhir"]
+    base_url: str
+    auth: Literal["smart_backend", "bearer"] = "smart_backend"
+    client_id: str | None = None
+    private_key_env: EnvVarName | None = None
+    token_env: EnvVarName | None = None
+    bulk_group_id: str | None = None
+    incremental_overlap_minutes: int = Field(default=10, ge=0, le=1440)
+    timeout_seconds: float = Field(default=30, gt=0, le=600)
+    max_retries: int = Field(default=5, ge=0, le=20)
+
+
+Source = Annotated[OpenDentalSource | FhirSource, Field(discriminator="type")]
+
+
+class CollectionRule(_Strict):
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    action: Literal["reminder", "final_notice", "collections_referral"]
+    min_patient_balance: Decimal = Field(default=Decimal("0.01"), ge=0, decimal_places=2)
+    min_days_outstanding: int = Field(default=0, ge=0)
+    max_days_outstanding: int | None = Field(default=None, ge=0)
+    exclude_insurance_pending: bool = False
+    cooldown_days: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _min_not_above_max(self) -> CollectionRule:
+        if self.max_days_outstanding is not None and (
+            self.min_days_outstanding > self.max_days_outstanding
+        ):
+            raise ValueError("min_days_outstanding is greater than max_days_outstanding")
+        return self
+
+
+def _unique_rule_ids(rules: list[CollectionRule]) -> list[CollectionRule]:
+    seen: set[str] = set()
+    for rule in rules:
+        if rule.id in seen:
+            raise ValueError(f"duplicate rule id {rule.id!r}")
+        seen.add(rule.id)
+    return rules
+
+
+class Practice(_Strict):
+    id: str = Field(pattern=PRACTICE_ID_PATTERN)
+    name: str = Field(min_length=1, max_length=200)
+    timezone: str
+    sync: SyncSchedule = SyncSchedule()
+    source: Source
+    collection_rules: str | list[CollectionRule] | None = None
+    max_rejected_fraction: float = Field(default=0.01, ge=0, le=1)
+    history_days: int = Field(default=400, ge=1, le=36500)
+    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+    verify_tls: bool = True
+
+    @field_validator("timezone")
+    @classmethod
+    def _iana_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {value!r}") from None
+        return value
+
+    @field_validator("collection_rules")
+    @classmethod
+    def _rules_unique(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            _unique_rule_ids(value)
+        return value
+
+    @cached_property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class PracticesFile(_Strict):
+    practices: list[Practice] = Field(min_length=1)
+    rule_sets: dict[str, list[CollectionRule]] = {}
+
+    @field_validator("rule_sets")
+    @classmethod
+    def _rule_sets_unique(cls, value: dict[str, list[CollectionRule]]) -> Any:
+        for rules in value.values():
+            _unique_rule_ids(rules)
+        return value
+
+    @model_validator(mode="after")
+    def _ids_unique_and_rule_sets_exist(self) -> PracticesFile:
+        seen: set[str] = set()
+        for practice in self.practices:
+            if practice.id in seen:
+                raise ValueError(f"duplicate practice id {practice.id!r}")
+            seen.add(practice.id)
+            rules = practice.collection_rules
+            if isinstance(rules, str) and rules not in self.rule_sets:
+                raise ValueError(f"practice {practice.id}: unknown rule set {rules!r}")
+        return self
+
+    def practice(self, practice_id: str) -> Practice:
+        for practice in self.practices:
+            if practice.id == practice_id:
+                return practice
+        raise KeyError(f"unknown practice {practice_id!r}")
+
+    @property
+    def ids(self) -> list[str]:
+        return [practice.id for practice in self.practices]
+
+    def rules_for(self, practice: Practice) -> list[CollectionRule]:
+        if practice.collection_rules is None:
+            return []
+        if isinstance(practice.collection_rules, str):
+            return self.rule_sets[practice.collection_rules]
+        return practice.collection_rules
+
+
+def practices_file_path() -> Path:
+    configured = os.environ.get(PRACTICES_FILE_ENV)
+    return Path(configured).expanduser() if configured else DEMO_PRACTICES_FILE
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    location = ".".join(
+        f"[{part}]" if isinstance(part, int) else str(part) for part in first["loc"]
+    ).replace(".[", "[")
+    # Discriminated unions add the tag to the location ("source.opendental.page_size").
+    location = re.sub(r"\.(opendental|fhir)(?=\.|$)", "", location)
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    else:
+        message = first["msg"].removeprefix("Value error, ")
+    where = f"{location}: " if location else ""
+    extra = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{where}{message}{extra}"
+
+
+def load_practices(path: Path | None = None) -> PracticesFile:
+    """Read and validate the practices file (default: `$BALANCES_PRACTICES_FILE` or the demo)."""
+    path = path or practices_file_path()
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise PracticesFileError(f"{path}: cannot read practices file ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark else ""
+        raise PracticesFileError(f"{path}: not valid YAML{line}") from None
+    if not isinstance(document, dict):
+        raise PracticesFileError(f"{path}: expected a mapping with a 'practices' list")
+    try:
+        return PracticesFile.model_validate(document)
+    except ValidationError as exc:
+        raise PracticesFileError(f"{path}: {_describe(exc)}") from None

@@ -1,0 +1,1 @@
+"""Dagster only: assets, checks, resources (thin wrappers around sources/, sync/, warehouse/)."""

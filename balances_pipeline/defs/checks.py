@@ -1,0 +1,49 @@
+"""Asset checks on a practice's sync, built from what the sync recorded."""
+
+from __future__ import annotations
+
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec
+
+from balances_pipeline.sync.practice_sync import SyncOutcome
+
+BUCKETS_SUM_TO_TOTAL = "buckets_sum_to_total"
+PATIENT_PORTION_MATCHES_SOURCE = "patient_portion_matches_source"
+
+CHECK_SPECS = [
+    AssetCheckSpec(
+        BUCKETS_SUM_TO_TOTAL,
+        asset="account_balances",
+        description="Every account's aging buckets add up to its balance total (to the cent).",
+    ),
+    AssetCheckSpec(
+        PATIENT_PORTION_MATCHES_SOURCE,
+        asset="account_balances",
+        description=(
+            "Our patient portion (BalTotal - InsPayEst - InsWoEst) equals the source's "
+            "PatientPortion; mismatches are listed in balance_discrepancies."
+        ),
+    ),
+]
+
+
+def check_results(outcome: SyncOutcome) -> list[AssetCheckResult]:
+    found = outcome.discrepancies
+    buckets = found.get("buckets_do_not_sum", 0)
+    portions = found.get("patient_portion_mismatch", 0)
+    where = {"sync_id": outcome.sync_id, "see": "balance_discrepancies"}
+    return [
+        AssetCheckResult(
+            asset_key="account_balances",
+            check_name=BUCKETS_SUM_TO_TOTAL,
+            passed=buckets == 0,
+            severity=AssetCheckSeverity.ERROR,
+            metadata={"accounts_failing": buckets, **where},
+        ),
+        AssetCheckResult(
+            asset_key="account_balances",
+            check_name=PATIENT_PORTION_MATCHES_SOURCE,
+            passed=portions == 0,
+            severity=AssetCheckSeverity.WARN,
+            metadata={"accounts_failing": portions, **where},
+        ),
+    ]

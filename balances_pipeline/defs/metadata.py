@@ -1,0 +1,84 @@
+"""Materialization metadata: ids and aggregate figures only, never names or secrets."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from dagster import MetadataValue
+
+from balances_pipeline.sync.practice_sync import SyncOutcome
+from balances_pipeline.sync.summary import BUCKETS
+
+CHART_WIDTH = 24
+
+
+def money(value: Decimal | None) -> str | None:
+    """Exact decimal text: money never passes through a binary float, not even in metadata."""
+    return None if value is None else f"{value:.2f}"
+
+
+def aging_chart(summary: dict[str, Any]) -> str:
+    rows = [(name, summary.get(name)) for name in BUCKETS if name != "bucket_over_90"]
+    if summary.get("bucket_91_120") is None:
+        rows = [(name, value) for name, value in rows if value is not None]
+        rows.append(("bucket_over_90", summary.get("bucket_over_90")))
+    largest = max((abs(value) for _, value in rows if value), default=Decimal(0))
+    lines = ["| bucket | amount | |", "| --- | ---: | --- |"]
+    for name, value in rows:
+        value = value or Decimal(0)
+        width = round(CHART_WIDTH * abs(value) / largest) if largest else 0
+        label = name.removeprefix("bucket_").replace("_", "-")
+        lines.append(f"| {label} | {value:,.2f} | {'█' * width} |")
+    return "\n".join(lines)
+
+
+def common(outcome: SyncOutcome) -> dict[str, Any]:
+    return {
+        "sync_id": outcome.sync_id,
+        "as_of_date": outcome.as_of_date.isoformat(),
+        "snapshot_id": outcome.snapshot_id,
+    }
+
+
+def extract_metadata(outcome: SyncOutcome) -> dict[str, Any]:
+    extract = outcome.extract
+    return {
+        **common(outcome),
+        "dagster/row_count": extract.rows_extracted,
+        "rows_extracted": extract.rows_extracted,
+        "rows_rejected": extract.rows_rejected,
+        "requests": extract.requests,
+        "retries": extract.retries,
+        "pages": extract.pages,
+        "reread_after_duplicates": extract.reread_after_duplicates,
+        "duration_seconds": round(outcome.duration_seconds, 3),
+    }
+
+
+def balances_metadata(outcome: SyncOutcome) -> dict[str, Any]:
+    summary = outcome.summary
+    return {
+        **common(outcome),
+        "dagster/row_count": outcome.accounts,
+        "accounts": outcome.accounts,
+        "balance_total": money(summary["balance_total"]),
+        **{name: money(summary[name]) for name in BUCKETS},
+        "discrepancies": sum(outcome.discrepancies.values()),
+    }
+
+
+def summary_metadata(outcome: SyncOutcome) -> dict[str, Any]:
+    summary = outcome.summary
+    return {
+        **common(outcome),
+        "dagster/row_count": 1,
+        "accounts": outcome.accounts,
+        "balance_total": money(summary["balance_total"]),
+        "patient_portion": money(summary["patient_portion"]),
+        "insurance_portion": money(summary["insurance_portion"]),
+        "pct_over_90": money(summary["pct_over_90"]),
+        "fresh_until": outcome.fresh_until.isoformat(),
+        "aging": MetadataValue.md(aging_chart(summary)),
+        "duration_seconds": round(outcome.duration_seconds, 3),
+    }

@@ -1,0 +1,110 @@
+"""`balances demo`: start the simulator, sync every demo practice through Dagster, show aging."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import replace
+from decimal import Decimal
+
+import duckdb
+
+from balances_pipeline.config import DEMO_PRACTICES_FILE, PRACTICES_FILE_ENV, load_practices
+
+# Demo credentials for the simulator only: not secrets, and never used for a real source.
+DEMO_KEYS = {
+    "OD_DEVELOPER_KEY": "demo-developer-key",
+    "BRIGHT_SMILES_OD_CUSTOMER_KEY": "demo-bright-smiles-key",
+    "LAKESIDE_FAMILY_OD_CUSTOMER_KEY": "demo-lakeside-family-key",
+    "HARBOR_DENTAL_OD_CUSTOMER_KEY": "demo-harbor-dental-key",
+}
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def use_demo_environment() -> None:
+    """Point the pipeline at the demo practices and set the simulator's demo keys if unset."""
+    os.environ[PRACTICES_FILE_ENV] = str(DEMO_PRACTICES_FILE)
+    for name, value in DEMO_KEYS.items():
+        os.environ.setdefault(name, value)
+
+
+def demo_simulator(port: int, scale: float = 1.0):
+    from balances_pipeline.simulator import SimulatorServer
+    from balances_pipeline.simulator.cli import bundled_config_path, load_config
+
+    developer_key, practices = load_config(bundled_config_path())
+    scaled = [replace(p, accounts=max(1, round(p.accounts * scale))) for p in practices]
+    return SimulatorServer(scaled, developer_key, port=port)
+
+
+def _progress_logging() -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("  %(message)s"))
+    logger = logging.getLogger("balances_pipeline.sync")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+def _print_summary(warehouse_path: str) -> None:
+    con = duckdb.connect(warehouse_path, read_only=True)
+    try:
+        rows = con.execute(
+            "SELECT practice_id, as_of_date, account_count, balance_total, bucket_0_30,"
+            " bucket_31_60, bucket_61_90, bucket_over_90, pct_over_90"
+            " FROM aging_summary ORDER BY practice_id"
+        ).fetchall()
+    finally:
+        con.close()
+    header = ("practice", "as of", "accounts", "total", "0-30", "31-60", "61-90", "over 90",
+              "% >90")
+    widths = (16, 10, 8, 13, 12, 12, 12, 12, 6)
+    print("".join(f"{h:>{w}} " if i > 1 else f"{h:<{w}} " for i, (h, w) in
+                  enumerate(zip(header, widths, strict=True))))
+    for row in rows:
+        cells = []
+        for i, (value, width) in enumerate(zip(row, widths, strict=True)):
+            text = f"{value:,.2f}" if isinstance(value, Decimal) else str(value)
+            cells.append(f"{text:>{width}} " if i > 1 else f"{text:<{width}} ")
+        print("".join(cells))
+
+
+def run_demo(port: int = 9100, accounts_scale: float = 1.0) -> int:
+    use_demo_environment()
+    from dagster import DagsterInstance, materialize
+
+    from balances_pipeline.defs.assets import build_practice_sync
+    from balances_pipeline.defs.partitions import practice_partitions
+    from balances_pipeline.defs.resources import BalancesWarehouse
+
+    practices = load_practices(DEMO_PRACTICES_FILE)
+    practice_sync = build_practice_sync(practice_partitions(practices))
+    warehouse = BalancesWarehouse()
+    _progress_logging()
+    started = time.monotonic()
+    failures = 0
+    with demo_simulator(port, accounts_scale) as simulator:
+        print(f"simulator listening on {simulator.url}")
+        instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else (
+            DagsterInstance.ephemeral()
+        )
+        for practice in practices.practices:
+            print(f"syncing {practice.id} ({practice.name}, {practice.timezone}) ...")
+            clock = time.monotonic()
+            result = materialize(
+                [practice_sync], partition_key=practice.id, instance=instance,
+                resources={"warehouse": warehouse}, run_config=QUIET_RUN_CONFIG,
+                raise_on_error=False,
+            )
+            outcome = "ok" if result.success else "FAILED"
+            print(f"  {practice.id}: {outcome} in {time.monotonic() - clock:.1f} s")
+            failures += 0 if result.success else 1
+    print()
+    warehouse_path = str(warehouse.layout().warehouse_path)
+    _print_summary(warehouse_path)
+    print()
+    print(f"warehouse: {warehouse_path}")
+    print(f"  open it with: duckdb -readonly {warehouse_path}")
+    print(f"demo finished in {time.monotonic() - started:.1f} s")
+    return 1 if failures else 0

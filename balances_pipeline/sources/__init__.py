@@ -1,0 +1,1 @@
+"""Connectors: plain Python clients that read a practice's EHR/PMS and yield validated pages."""

@@ -1,0 +1,61 @@
+"""Validated source rows, as the connectors yield them, in pages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Generic, TypeVar
+
+
+@dataclass(frozen=True, slots=True)
+class AgingReportRow:
+    """One guarantor of Open Dental's `/reports/Aging` (four buckets, Open Dental style)."""
+
+    guarantor_id: int
+    display_name: str
+    bal_0_30: Decimal
+    bal_31_60: Decimal
+    bal_61_90: Decimal
+    bal_over_90: Decimal
+    bal_total: Decimal
+    ins_wo_est: Decimal
+    ins_pay_est: Decimal
+    patient_portion: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class PatientRow:
+    """One patient of `/patients`: only what billing needs (no names but the display name)."""
+
+    pat_num: int
+    guarantor_id: int
+    display_name: str
+    status: str
+    changed_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedRow:
+    """A source row that failed validation: kept in `rejected_rows`, never in logs."""
+
+    endpoint: str
+    row_key: str | None
+    reason: str
+    raw: str
+    account_id: str | None = None
+
+
+RowT = TypeVar("RowT")
+
+
+@dataclass(slots=True)
+class Page(Generic[RowT]):
+    endpoint: str
+    offset: int
+    rows: list[RowT] = field(default_factory=list)
+    rejected: list[RejectedRow] = field(default_factory=list)
+
+    @property
+    def row_count(self) -> int:
+        return len(self.rows) + len(self.rejected)

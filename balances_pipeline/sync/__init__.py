@@ -1,0 +1,1 @@
+"""One practice's sync, step by step: extract → balances → overrides → summary, then publish."""

@@ -1,0 +1,79 @@
+"""Extract: stream the source's pages into the sync's staging database, counting rejects."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+
+from balances_pipeline.sources.errors import DuplicateRowsError, SourceError
+from balances_pipeline.sources.opendental import OpenDentalClient
+from balances_pipeline.warehouse.staging import StagingDatabase
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int], None]
+
+
+class TooManyRejectedRowsError(SourceError):
+    """More than `max_rejected_fraction` of the rows failed validation."""
+
+
+@dataclass(frozen=True)
+class ExtractResult:
+    rows_extracted: int
+    rows_rejected: int
+    requests: int
+    retries: int
+    pages: int
+    reread_after_duplicates: bool
+
+
+def _stream_aging_report(
+    client: OpenDentalClient, staging: StagingDatabase, as_of: date,
+    progress: ProgressCallback | None,
+) -> tuple[int, int, int]:
+    rows = rejected = pages = 0
+    for page in client.aging_report_pages(as_of):
+        staging.append(page.rows)
+        staging.append(page.rejected)
+        rows += page.row_count
+        rejected += len(page.rejected)
+        pages += 1
+        if progress:
+            progress(pages, rows)
+    return rows, rejected, pages
+
+
+def extract_aging_report(
+    client: OpenDentalClient,
+    staging: StagingDatabase,
+    *,
+    practice_id: str,
+    as_of: date,
+    max_rejected_fraction: float,
+    progress: ProgressCallback | None = None,
+) -> ExtractResult:
+    """Read the whole aging report into staging; re-read once if rows shifted between pages."""
+    reread = False
+    try:
+        rows, rejected, pages = _stream_aging_report(client, staging, as_of, progress)
+    except DuplicateRowsError:
+        log.warning("practice %s: duplicate rows across pages, reading again", practice_id)
+        staging.truncate()
+        reread = True
+        rows, rejected, pages = _stream_aging_report(client, staging, as_of, progress)
+    if rows and rejected / rows > max_rejected_fraction:
+        raise TooManyRejectedRowsError(
+            f"practice {practice_id}: {rejected} of {rows} rows rejected "
+            f"({rejected / rows:.1%}), more than max_rejected_fraction {max_rejected_fraction:.1%}"
+        )
+    return ExtractResult(
+        rows_extracted=rows,
+        rows_rejected=rejected,
+        requests=client.stats.requests,
+        retries=client.stats.retries,
+        pages=pages,
+        reread_after_duplicates=reread,
+    )

@@ -1,0 +1,40 @@
+"""How long a practice's synced data stays fresh, from its schedule (product.md)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from dagster._utils.schedules import cron_string_iterator
+
+from balances_pipeline.config import Practice
+
+DAILY_STALE_AFTER = timedelta(hours=26)
+HOURLY_STALE_AFTER = timedelta(hours=2)
+CRON_GRACE = timedelta(hours=1)
+CRON_LOOKAHEAD = timedelta(days=7)
+
+
+def longest_cron_gap(cron: str, timezone: str, start: datetime) -> timedelta:
+    """The longest gap between two consecutive ticks in the week after `start`."""
+    ticks = cron_string_iterator(start.timestamp(), cron, timezone)
+    previous = next(ticks)
+    longest = timedelta(0)
+    end = start + CRON_LOOKAHEAD
+    while previous <= end:
+        current = next(ticks)
+        longest = max(longest, current - previous)
+        previous = current
+    return longest
+
+
+def stale_after(practice: Practice, now: datetime) -> timedelta:
+    schedule = practice.sync
+    if schedule.frequency == "hourly":
+        return HOURLY_STALE_AFTER
+    if schedule.frequency == "cron":
+        return longest_cron_gap(schedule.cron, practice.timezone, now) + CRON_GRACE
+    return DAILY_STALE_AFTER
+
+
+def fresh_until(practice: Practice, synced_at: datetime) -> datetime:
+    return synced_at + stale_after(practice, synced_at)

@@ -1,0 +1,286 @@
+"""One practice's sync from start to publish, outside of Dagster.
+
+    lock the practice → mark abandoned syncs failed → sync_runs 'running'
+    → extract pages into a staging database (no shared lock held)
+    → account_balances → outstanding_balances → aging_summary (SQL in the staging database)
+    → write a new snapshot directory → commit state + swap the symlink (atomic publish)
+
+A failure anywhere leaves the previous snapshot published; the failed `sync_runs` row is
+recorded and republished. Error messages are one line and scrubbed of secrets.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from balances_pipeline.config import OpenDentalSource, Practice
+from balances_pipeline.home import Layout
+from balances_pipeline.sources.errors import SourceError
+from balances_pipeline.sources.opendental import OpenDentalClient
+from balances_pipeline.sync.as_of import resolve_as_of
+from balances_pipeline.sync.balances import build_account_balances, find_discrepancies
+from balances_pipeline.sync.extract import ExtractResult, ProgressCallback, extract_aging_report
+from balances_pipeline.sync.freshness import fresh_until
+from balances_pipeline.sync.overrides import build_outstanding_balances
+from balances_pipeline.sync.summary import build_aging_summary
+from balances_pipeline.warehouse import sync_runs
+from balances_pipeline.warehouse.analyst import ensure_analyst_warehouse
+from balances_pipeline.warehouse.publish import practice_lock, publish, reconcile
+from balances_pipeline.warehouse.snapshots import SnapshotStore, copy_to_parquet, sql_literal
+from balances_pipeline.warehouse.staging import StagingDatabase, remove_stale_staging
+from balances_pipeline.warehouse.working_db import WorkingDatabase
+
+log = logging.getLogger(__name__)
+
+MAX_ERROR_LENGTH = 500
+PROGRESS_EVERY_PAGES = 10
+
+
+class SyncFailed(RuntimeError):
+    """The sync failed; the message is one line, names the practice, holds no secret."""
+
+    def __init__(self, message: str, sync_id: str | None = None) -> None:
+        super().__init__(message)
+        self.sync_id = sync_id
+
+
+@dataclass
+class SyncOutcome:
+    practice_id: str
+    sync_id: str
+    as_of_date: date
+    started_at: datetime
+    finished_at: datetime
+    snapshot_id: str
+    extract: ExtractResult
+    accounts: int
+    fresh_until: datetime
+    summary: dict[str, Any]
+    discrepancies: dict[str, int] = field(default_factory=dict)
+    duration_seconds: float = 0.0
+
+
+def new_sync_id(practice_id: str, started_at: datetime) -> str:
+    return f"{practice_id}-{started_at:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+
+
+def _secret_values(practice: Practice) -> list[str]:
+    source = practice.source
+    names = [
+        getattr(source, attribute, None)
+        for attribute in ("developer_key_env", "customer_key_env", "private_key_env", "token_env")
+    ]
+    return [os.environ[name] for name in names if name and os.environ.get(name)]
+
+
+def one_line_error(error: BaseException, practice: Practice) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    message = text if isinstance(error, SourceError) else f"{type(error).__name__}: {text}"
+    for secret in _secret_values(practice):
+        message = message.replace(secret, "***")
+    return message[:MAX_ERROR_LENGTH]
+
+
+def _client_for(practice: Practice) -> OpenDentalClient:
+    if not isinstance(practice.source, OpenDentalSource):
+        raise SourceError(f"practice {practice.id}: source type fhir is not supported yet")
+    if practice.source.mode != "aging_report":
+        raise SourceError(f"practice {practice.id}: source mode ledger is not supported yet")
+    if not practice.verify_tls and practice.source.base_url.startswith("https"):
+        log.warning("practice %s: TLS certificate verification is turned off", practice.id)
+    return OpenDentalClient(practice)
+
+
+def _reporting(practice_id: str, progress: ProgressCallback | None) -> ProgressCallback:
+    def report(pages: int, rows: int) -> None:
+        if pages % PROGRESS_EVERY_PAGES == 0:
+            log.info("practice %s: %d rows in %d pages so far", practice_id, rows, pages)
+        if progress:
+            progress(pages, rows)
+
+    return report
+
+
+def _transform_params(practice: Practice, sync_id: str, as_of: date, started_at: datetime) -> dict:
+    return {
+        "practice_id": practice.id,
+        "sync_id": sync_id,
+        "as_of_date": as_of,
+        "synced_at": started_at,
+    }
+
+
+def _write_snapshot(staging: StagingDatabase, snapshot_dir: Path) -> None:
+    con = staging.con
+    for relation in ("account_balances", "outstanding_balances", "aging_summary"):
+        copy_to_parquet(con, relation, f"SELECT * FROM {relation}", snapshot_dir / f"{relation}.parquet")
+    con.execute(
+        f"COPY (SELECT * FROM stg_aging_report ORDER BY guarantor_id) TO "  # noqa: S608
+        f"{sql_literal(str(snapshot_dir / 'source_aging_report.parquet'))} "
+        "(FORMAT parquet, COMPRESSION zstd)"
+    )
+
+
+def _arrow(con: duckdb.DuckDBPyConnection, query: str) -> pa.Table:
+    return con.sql(query).to_arrow_table()
+
+
+def sync_practice(
+    practice: Practice,
+    layout: Layout,
+    *,
+    dagster_run_id: str | None = None,
+    progress: ProgressCallback | None = None,
+) -> SyncOutcome:
+    """Sync one practice end to end and publish it atomically. Raises `SyncFailed`."""
+    working_db = WorkingDatabase(layout)
+    ensure_analyst_warehouse(layout)
+    with practice_lock(layout, practice.id):
+        started_at = datetime.now(UTC)
+        clock = time.monotonic()
+        sync_id = new_sync_id(practice.id, started_at)
+        reconcile(layout, working_db, practice.id)
+        remove_stale_staging(layout.staging_dir(practice.id))
+        as_of = resolve_as_of(practice, started_at)
+        with working_db.transaction() as con:
+            abandoned = sync_runs.mark_abandoned(con, practice.id)
+            sync_runs.start(
+                con, sync_id=sync_id, practice_id=practice.id, dagster_run_id=dagster_run_id,
+                as_of_date=as_of, mode="full", source_mode=practice.source.mode
+                if isinstance(practice.source, OpenDentalSource) else "aging_report",
+                started_at=started_at,
+            )
+        if abandoned:
+            log.warning("practice %s: marked %d abandoned sync(s) failed", practice.id, len(abandoned))
+        staging = StagingDatabase(layout.staging_dir(practice.id), sync_id)
+        client: OpenDentalClient | None = None
+        extract: ExtractResult | None = None
+        try:
+            client = _client_for(practice)
+            extract = extract_aging_report(
+                client, staging, practice_id=practice.id, as_of=as_of,
+                max_rejected_fraction=practice.max_rejected_fraction,
+                progress=_reporting(practice.id, progress),
+            )
+            log.info(
+                "practice %s: extracted %d rows (%d rejected) in %d requests, %d retries",
+                practice.id, extract.rows_extracted, extract.rows_rejected, extract.requests,
+                extract.retries,
+            )
+            params = _transform_params(practice, sync_id, as_of, started_at)
+            accounts = build_account_balances(staging.con, params)
+            find_discrepancies(staging.con, params)
+            build_outstanding_balances(staging.con, params)
+            summary = build_aging_summary(staging.con, params)
+            discrepancies = dict(
+                staging.con.execute(
+                    'SELECT "check", count(*) FROM balance_discrepancies GROUP BY 1'
+                ).fetchall()
+            )
+            rejected = _arrow(staging.con, "SELECT * FROM stg_rejected_rows")
+            found = _arrow(staging.con, "SELECT * FROM balance_discrepancies")
+            snapshot_dir = SnapshotStore(layout).create(practice.id)
+            _write_snapshot(staging, snapshot_dir)
+            staging.close()
+            finished_at = datetime.now(UTC)
+            until = fresh_until(practice, started_at)
+            counts = sync_runs.SyncCounts(
+                accounts=accounts, rows_extracted=extract.rows_extracted,
+                rows_rejected=extract.rows_rejected, requests=extract.requests,
+                retries=extract.retries,
+            )
+
+            def record(con: duckdb.DuckDBPyConnection) -> None:
+                _insert_rejected(con, rejected, sync_id, practice.id)
+                con.register("found_discrepancies", found)
+                con.execute("INSERT INTO balance_discrepancies SELECT * FROM found_discrepancies")
+                sync_runs.finish(
+                    con, sync_id, status="success", counts=counts, finished_at=finished_at,
+                    fresh_until=until, snapshot_id=snapshot_dir.name,
+                )
+
+            publish(layout, working_db, practice.id, snapshot_dir, record=record, sync_id=sync_id)
+        except BaseException as error:
+            message = one_line_error(error, practice)
+            _record_failure(layout, working_db, practice, sync_id, staging, client, extract, message)
+            if isinstance(error, Exception):
+                raise SyncFailed(message, sync_id) from None
+            raise
+        finally:
+            if client is not None:
+                client.close()
+            staging.remove()
+        return SyncOutcome(
+            practice_id=practice.id,
+            sync_id=sync_id,
+            as_of_date=as_of,
+            started_at=started_at,
+            finished_at=finished_at,
+            snapshot_id=snapshot_dir.name,
+            extract=extract,
+            accounts=accounts,
+            fresh_until=until,
+            summary=summary,
+            discrepancies=discrepancies,
+            duration_seconds=time.monotonic() - clock,
+        )
+
+
+def _insert_rejected(
+    con: duckdb.DuckDBPyConnection, rejected: pa.Table, sync_id: str, practice_id: str
+) -> None:
+    con.register("rejected_batch", rejected)
+    con.execute(
+        "INSERT INTO rejected_rows SELECT ?, ?, endpoint, row_key, reason, raw, account_id"
+        " FROM rejected_batch",
+        [sync_id, practice_id],
+    )
+
+
+def _record_failure(
+    layout: Layout,
+    working_db: WorkingDatabase,
+    practice: Practice,
+    sync_id: str,
+    staging: StagingDatabase,
+    client: OpenDentalClient | None,
+    extract: ExtractResult | None,
+    message: str,
+) -> None:
+    """Mark the sync failed and republish the practice's state around its unchanged data."""
+    try:
+        rejected = _arrow(staging.con, "SELECT * FROM stg_rejected_rows")
+        extracted = sum(staging.counts.values())
+    except duckdb.Error:
+        rejected, extracted = None, None
+    stats = client.stats if client is not None else None
+    counts = sync_runs.SyncCounts(
+        rows_extracted=extract.rows_extracted if extract else extracted,
+        rows_rejected=len(rejected) if rejected is not None else None,
+        requests=stats.requests if stats else None,
+        retries=stats.retries if stats else None,
+    )
+
+    def record(con: duckdb.DuckDBPyConnection) -> None:
+        if rejected is not None:
+            _insert_rejected(con, rejected, sync_id, practice.id)
+        sync_runs.finish(
+            con, sync_id, status="failed", counts=counts, finished_at=datetime.now(UTC),
+            error=message,
+        )
+
+    store = SnapshotStore(layout)
+    snapshot_dir = store.create(practice.id)
+    publish(layout, working_db, practice.id, snapshot_dir, record=record)
+    log.error("practice %s: sync %s failed: %s", practice.id, sync_id, message)

@@ -1,0 +1,1 @@
+"""DuckDB: the working database, per-sync staging, SQL transforms and atomic publishing."""

@@ -1,0 +1,72 @@
+"""The analyst file `$BALANCES_HOME/warehouse.duckdb`: views over the published snapshots.
+
+The file holds views only and is never opened for writing in place: when its definition
+changes (a new schema version, or `BALANCES_HOME` moved) a new file is built under a
+temporary name and renamed over it. An analyst holding the old file open keeps working
+and sees the new views on reconnect; no sync ever waits for an analyst.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import duckdb
+
+from balances_pipeline.home import Layout
+from balances_pipeline.warehouse.relations import RELATIONS, select_list
+from balances_pipeline.warehouse.snapshots import SnapshotStore, sql_literal
+
+# Bump when a relation's columns or a view's definition changes.
+ANALYST_SCHEMA_VERSION = 1
+
+
+def _fingerprint(layout: Layout) -> str:
+    return f"v{ANALYST_SCHEMA_VERSION}:{layout.current_dir}"
+
+
+def _current_fingerprint(layout: Layout) -> str | None:
+    if not layout.warehouse_path.exists():
+        return None
+    try:
+        con = duckdb.connect(str(layout.warehouse_path), read_only=True)
+    except duckdb.Error:
+        return None
+    try:
+        row = con.execute("SELECT fingerprint FROM warehouse_info").fetchone()
+        return row[0] if row else None
+    except duckdb.Error:
+        return None
+    finally:
+        con.close()
+
+
+def view_sql(layout: Layout, relation: str) -> str:
+    pattern = sql_literal(str(layout.current_dir / "*" / f"{relation}.parquet"))
+    return (
+        f"CREATE VIEW {relation} AS SELECT\n  {select_list(relation)}\n"  # noqa: S608
+        f"FROM read_parquet({pattern}, union_by_name = true)"
+    )
+
+
+def ensure_analyst_warehouse(layout: Layout) -> bool:
+    """Build `warehouse.duckdb` if it is missing or outdated. Returns True if it was (re)built."""
+    SnapshotStore(layout).ensure_schema_placeholder()
+    if _current_fingerprint(layout) == _fingerprint(layout):
+        return False
+    temporary = layout.warehouse_path.with_name(f".warehouse.{uuid.uuid4().hex}.tmp")
+    con = duckdb.connect(str(temporary))
+    try:
+        for relation in RELATIONS:
+            con.execute(view_sql(layout, relation))
+        con.execute(
+            "CREATE TABLE warehouse_info AS SELECT ? AS fingerprint, ? AS schema_version, "
+            "current_timestamp AS built_at",
+            [_fingerprint(layout), ANALYST_SCHEMA_VERSION],
+        )
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
+    layout.secure_published(temporary)
+    os.replace(temporary, layout.warehouse_path)
+    return True

@@ -1,0 +1,119 @@
+"""Per-sync staging database: extraction streams validated pages here, holding no shared lock.
+
+One DuckDB file per sync under `staging/<practice>/`; only the sync's own process opens
+it. Pages arrive as lists of row dataclasses and are appended as Arrow batches, so memory
+stays bounded by one page whatever the practice's size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from balances_pipeline.sources.rows import AgingReportRow, PatientRow, RejectedRow
+
+MONEY = pa.decimal128(14, 2)
+
+STAGING_TABLES: dict[type, tuple[str, pa.Schema]] = {
+    AgingReportRow: (
+        "stg_aging_report",
+        pa.schema(
+            [("guarantor_id", pa.int64()), ("display_name", pa.string())]
+            + [
+                (name, MONEY)
+                for name in (
+                    "bal_0_30", "bal_31_60", "bal_61_90", "bal_over_90", "bal_total",
+                    "ins_wo_est", "ins_pay_est", "patient_portion",
+                )
+            ]
+        ),
+    ),
+    PatientRow: (
+        "stg_patients",
+        pa.schema(
+            [
+                ("pat_num", pa.int64()),
+                ("guarantor_id", pa.int64()),
+                ("display_name", pa.string()),
+                ("status", pa.string()),
+                ("changed_at", pa.timestamp("us")),
+            ]
+        ),
+    ),
+    RejectedRow: (
+        "stg_rejected_rows",
+        pa.schema(
+            [
+                ("endpoint", pa.string()),
+                ("row_key", pa.string()),
+                ("reason", pa.string()),
+                ("raw", pa.string()),
+                ("account_id", pa.string()),
+            ]
+        ),
+    ),
+}
+
+
+def _arrow_type_sql(arrow_type: pa.DataType) -> str:
+    if pa.types.is_decimal(arrow_type):
+        return f"DECIMAL({arrow_type.precision},{arrow_type.scale})"
+    return {
+        pa.int64(): "BIGINT",
+        pa.string(): "VARCHAR",
+        pa.timestamp("us"): "TIMESTAMP",
+    }[arrow_type]
+
+
+class StagingDatabase:
+    def __init__(self, folder: Path, sync_id: str) -> None:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path = folder / f"{sync_id}.duckdb"
+        self.con = duckdb.connect(str(self.path))
+        for table, schema in STAGING_TABLES.values():
+            columns = ", ".join(f"{f.name} {_arrow_type_sql(f.type)}" for f in schema)
+            self.con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
+        self.counts: dict[str, int] = {table: 0 for table, _ in STAGING_TABLES.values()}
+
+    def append(self, rows: list) -> None:
+        if not rows:
+            return
+        table, schema = STAGING_TABLES[type(rows[0])]
+        columns = {field.name: [] for field in schema}
+        for row in rows:
+            for name, value in zip(columns, dataclasses.astuple(row), strict=True):
+                columns[name].append(value)
+        self.con.register("page_batch", pa.table(columns, schema=schema))
+        self.con.execute(f"INSERT INTO {table} SELECT * FROM page_batch")  # noqa: S608
+        self.con.unregister("page_batch")
+        self.counts[table] += len(rows)
+
+    def truncate(self) -> None:
+        for table, _ in STAGING_TABLES.values():
+            self.con.execute(f"DELETE FROM {table}")  # noqa: S608
+            self.counts[table] = 0
+
+    def close(self) -> None:
+        self.con.close()
+
+    def remove(self) -> None:
+        try:
+            self.con.close()
+        except duckdb.Error:
+            pass
+        for path in (self.path, self.path.with_suffix(".duckdb.wal")):
+            path.unlink(missing_ok=True)
+
+
+def remove_stale_staging(folder: Path) -> int:
+    """Delete leftovers of killed syncs (call only while holding the practice's sync lock)."""
+    if not folder.is_dir():
+        return 0
+    count = len(list(folder.iterdir()))
+    shutil.rmtree(folder, ignore_errors=True)
+    return count
+
