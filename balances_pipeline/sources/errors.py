@@ -9,6 +9,10 @@ class MissingCredentialError(SourceError):
     """An environment variable named in the practices file is not set."""
 
 
+class InvalidCredentialError(SourceError):
+    """An environment variable holds a value that cannot be sent (e.g. inner whitespace)."""
+
+
 class AuthenticationError(SourceError):
     """The source answered 401/403: never retried."""
 
