@@ -1,0 +1,144 @@
+"""`balances simulator serve`: run the bundled EHR simulator until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from datetime import date
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from balances_pipeline.simulator.server import SimPractice, SimulatorServer
+
+DEFAULT_PORT = 9100
+CONFIG_KEYS = {"developer_key_env", "practices"}
+PRACTICE_KEYS = {"id", "customer_key_env", "accounts", "seed", "dataset"}
+
+
+class ConfigError(Exception):
+    pass
+
+
+def bundled_config_path() -> Path:
+    return Path(str(resources.files("balances_pipeline.simulator") / "demo.yaml"))
+
+
+def register(subparsers: Any) -> None:
+    """Add `simulator serve` to the `balances` command's subparsers."""
+    simulator = subparsers.add_parser("simulator", help="the bundled EHR simulator")
+    commands = simulator.add_subparsers(dest="simulator_command", metavar="COMMAND")
+    commands.required = True
+    serve = commands.add_parser(
+        "serve", help="serve simulated Open Dental practices over HTTP on loopback"
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT)
+    serve.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="simulator YAML (default: the bundled demo practices)",
+    )
+    serve.add_argument("--today", type=_parse_day, default=None, help="yyyy-mm-dd")
+    serve.set_defaults(func=run_serve)
+
+
+def _parse_day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a yyyy-mm-dd date: {text!r}") from None
+
+
+def _env(name: Any, where: str) -> str:
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{where} must name an environment variable")
+    value = os.environ.get(name)
+    if not value:
+        raise ConfigError(f"environment variable {name} is not set ({where})")
+    return value
+
+
+def _practice(entry: Any, index: int, base: Path, today: date | None) -> SimPractice:
+    where = f"practices[{index}]"
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where} must be a mapping")
+    unknown = sorted(set(entry) - PRACTICE_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    if not isinstance(entry.get("id"), str):
+        raise ConfigError(f"{where}: id is required")
+    where = f"practice {entry['id']}"
+    dataset = entry.get("dataset")
+    for key in ("accounts", "seed"):
+        if key in entry and (isinstance(entry[key], bool) or not isinstance(entry[key], int)):
+            raise ConfigError(f"{where}: {key} must be an integer")
+    return SimPractice(
+        id=entry["id"],
+        customer_key=_env(entry.get("customer_key_env"), f"{where}, customer_key_env"),
+        accounts=entry.get("accounts", 200),
+        seed=entry.get("seed", 1),
+        today=today,
+        dataset=(base / dataset) if dataset else None,
+    )
+
+
+def load_config(path: Path, today: date | None = None) -> tuple[str, list[SimPractice]]:
+    """Read a simulator YAML; keys come from the environment variables it names."""
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"cannot read {path}: {error}") from None
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path}: expected a mapping")
+    unknown = sorted(set(document) - CONFIG_KEYS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}")
+    entries = document.get("practices")
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{path}: practices must be a non-empty list")
+    developer_key = _env(document.get("developer_key_env"), f"{path}, developer_key_env")
+    practices = [_practice(e, i, path.parent, today) for i, e in enumerate(entries)]
+    return developer_key, practices
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    config = args.config or bundled_config_path()
+    try:
+        developer_key, practices = load_config(Path(config), args.today)
+        server = SimulatorServer(practices, developer_key, host=args.host, port=args.port)
+    except (ConfigError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        server.start()
+        ids = ", ".join(p.id for p in practices)
+        print(f"simulator listening on {server.url} (practices: {ids})", flush=True)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="balances")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["simulator", *(argv if argv is not None else sys.argv[1:])])
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,549 @@
+"""The bundled EHR simulator: the Open Dental API subset of spec/sources.md over real HTTP."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from balances_pipeline.simulator.aging import AgingCache
+from balances_pipeline.simulator.faults import Faults, FaultState, corrupt_page
+from balances_pipeline.simulator.ledger import (
+    STAMP_FIELDS,
+    TABLE_NAMES,
+    Ledger,
+    generate_ledger,
+    load_dataset,
+)
+
+API_PREFIX = "/api/v1/"
+CONTROL_PREFIX = "/_sim/"
+AGING_ENDPOINT = "reports/Aging"
+PAGE_SIZE = 100
+DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+STAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}( \d{2}:\d{2}:\d{2})?$")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class SimPractice:
+    id: str
+    customer_key: str
+    accounts: int = 200
+    seed: int = 1
+    today: date | None = None
+    dataset: Path | None = None
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    practice_id: str | None
+    method: str
+    endpoint: str
+    params: dict[str, str]
+    status: int | None
+    at: float = field(default_factory=time.monotonic)
+
+
+class _PracticeRuntime:
+    """A practice's lazily built ledger, clock, faults and result caches."""
+
+    def __init__(self, practice: SimPractice) -> None:
+        self.practice = practice
+        self.start_day = practice.today or date.today()
+        self._offset = timedelta(days=self.start_day.toordinal() - date.today().toordinal())
+        self.faults = FaultState()
+        self._ledger: Ledger | None = None
+        self._aging: AgingCache | None = None
+        self._lists: dict[tuple[Any, ...], list[tuple]] = {}
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        return (datetime.now() + self._offset).replace(microsecond=0)
+
+    def advance(self, days: float) -> datetime:
+        self._offset += timedelta(days=days)
+        return self.now()
+
+    def _ensure(self) -> tuple[Ledger, AgingCache]:
+        with self._lock:
+            if self._ledger is None or self._aging is None:
+                self._ledger = self._build_ledger()
+                self._aging = AgingCache(self._ledger)
+            return self._ledger, self._aging
+
+    @property
+    def ledger(self) -> Ledger:
+        return self._ensure()[0]
+
+    def _build_ledger(self) -> Ledger:
+        p = self.practice
+        if p.dataset is not None:
+            return load_dataset(p.dataset, clock=self.now)
+        return generate_ledger(p.seed, p.accounts, self.start_day, clock=self.now)
+
+    def aging(self, as_of: date) -> list[dict[str, Any]]:
+        return self._ensure()[1].report(as_of)
+
+    def list_rows(self, table: str, since: str | None, patnum: int | None) -> list[tuple]:
+        ledger = self.ledger
+        key = (table, since, patnum, ledger.version)
+        with self._lock:
+            cached = self._lists.get(key)
+        if cached is not None:
+            return cached
+        with ledger.lock:
+            t = ledger.table(table)
+            rows = t.rows
+            if since is not None:
+                i_stamp = t.pos(t.stamp_field)
+                rows = [row for row in rows if row[i_stamp] >= since]
+            if patnum is not None:
+                i_pat = t.pos("PatNum")
+                rows = [row for row in rows if row[i_pat] == patnum]
+            if rows is t.rows:
+                rows = list(rows)
+        with self._lock:
+            if len(self._lists) >= 32:
+                self._lists.clear()
+            self._lists[key] = rows
+        return rows
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    simulator: SimulatorServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            super().handle_error(request, client_address)
+
+
+class SimulatorServer:
+    """Serves simulated practices; `start()` runs it on a background thread."""
+
+    def __init__(
+        self,
+        practices: list[SimPractice],
+        developer_key: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        ids = [p.id for p in practices]
+        keys = [p.customer_key for p in practices]
+        if len(set(ids)) != len(ids) or len(set(keys)) != len(keys):
+            raise ValueError("practice ids and customer keys must be unique")
+        self.developer_key = developer_key
+        self._practices = {p.id: _PracticeRuntime(p) for p in practices}
+        self._by_key = {p.customer_key: p.id for p in practices}
+        self._log: list[RequestRecord] = []
+        self._log_lock = threading.Lock()
+        self._httpd = _HTTPServer((host, port), _Handler)
+        self._httpd.simulator = self
+        self._thread: threading.Thread | None = None
+        self.host = "127.0.0.1" if host in ("", "0.0.0.0") else host
+
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/api/v1"
+
+    @property
+    def practice_ids(self) -> list[str]:
+        return list(self._practices)
+
+    def start(self) -> SimulatorServer:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._httpd.serve_forever, name="ehr-simulator", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join()
+            self._thread = None
+        self._httpd.server_close()
+
+    def serve_forever(self) -> None:
+        self._httpd.serve_forever()
+
+    def __enter__(self) -> SimulatorServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def runtime(self, practice_id: str) -> _PracticeRuntime:
+        try:
+            return self._practices[practice_id]
+        except KeyError:
+            raise KeyError(f"unknown practice {practice_id!r}") from None
+
+    def practice_for_key(self, customer_key: str) -> _PracticeRuntime | None:
+        for key, practice_id in self._by_key.items():
+            if hmac.compare_digest(key.encode(), customer_key.encode()):
+                return self._practices[practice_id]
+        return None
+
+    def ledger(self, practice_id: str) -> Ledger:
+        return self.runtime(practice_id).ledger
+
+    def aging_report(self, practice_id: str, as_of: date) -> list[dict[str, Any]]:
+        return self.runtime(practice_id).aging(as_of)
+
+    def set_faults(self, practice_id: str, faults: Faults) -> None:
+        self.runtime(practice_id).faults.set(faults)
+
+    def clear_faults(self, practice_id: str | None = None) -> None:
+        for pid in [practice_id] if practice_id else self.practice_ids:
+            self.runtime(pid).faults.clear()
+
+    def faults(self, practice_id: str) -> Faults:
+        return self.runtime(practice_id).faults.snapshot()
+
+    def now(self, practice_id: str) -> datetime:
+        return self.runtime(practice_id).now()
+
+    def advance_clock(self, days: float, practice_id: str | None = None) -> None:
+        for pid in [practice_id] if practice_id else self.practice_ids:
+            self.runtime(pid).advance(days)
+
+    def record(self, entry: RequestRecord) -> None:
+        with self._log_lock:
+            self._log.append(entry)
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        with self._log_lock:
+            return list(self._log)
+
+    def reset_request_log(self) -> None:
+        with self._log_lock:
+            self._log.clear()
+
+    def request_count(self, practice_id: str | None = None, endpoint: str | None = None) -> int:
+        """API requests received (any status), optionally for one practice / endpoint."""
+        return sum(
+            1
+            for r in self.requests
+            if (practice_id is None or r.practice_id == practice_id)
+            and (endpoint is None or r.endpoint == endpoint)
+        )
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def encode_json(value: Any) -> bytes:
+    return json.dumps(value, default=_json_default, separators=(",", ":")).encode()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _HTTPServer
+    protocol_version = "HTTP/1.1"
+    server_version = "balances-ehr-simulator/1"
+    timeout = 120
+
+    _sim_now: datetime | None = None
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        if timestamp is None and self._sim_now is not None:
+            timestamp = self._sim_now.replace(tzinfo=UTC).timestamp()
+        return formatdate(timestamp, usegmt=True)
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    @property
+    def simulator(self) -> SimulatorServer:
+        return self.server.simulator
+
+    def _dispatch(self, method: str) -> None:
+        self._sim_now = None
+        url = urlsplit(self.path)
+        body = self._read_body()
+        if url.path.startswith(CONTROL_PREFIX):
+            self._control(method, url.path[len(CONTROL_PREFIX) :], body)
+        elif url.path.startswith(API_PREFIX):
+            self._api(method, url.path[len(API_PREFIX) :].strip("/"), url.query)
+        else:
+            self._send_json(404, {"error": f"not found: {url.path}"})
+
+    def _read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        self._send_bytes(status, encode_json(payload), headers)
+
+    def _send_bytes(self, status: int, data: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _hang_up(self) -> None:
+        self.close_connection = True
+        try:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    # --- the Open Dental API ------------------------------------------------------------
+
+    def _api(self, method: str, endpoint: str, query: str) -> None:
+        params = {k.lower(): v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
+        practice = self._authenticate()
+        pid = practice.practice.id if practice else None
+        status: int | None = None
+        try:
+            if practice is None:
+                status = 401
+                self._send_json(401, {"error": "Invalid Authorization header"})
+                return
+            self._sim_now = practice.now()
+            status = self._serve_api(practice, method, endpoint, params)
+        finally:
+            self.simulator.record(RequestRecord(pid, method, endpoint, params, status))
+
+    def _authenticate(self) -> _PracticeRuntime | None:
+        header = self.headers.get("Authorization") or ""
+        scheme, _, credentials = header.partition(" ")
+        developer_key, sep, customer_key = credentials.strip().partition("/")
+        if scheme != "ODFHIR" or not sep:
+            return None
+        if not hmac.compare_digest(developer_key.encode(), self.simulator.developer_key.encode()):
+            return None
+        return self.simulator.practice_for_key(customer_key)
+
+    def _serve_api(
+        self, practice: _PracticeRuntime, method: str, endpoint: str, params: dict[str, str]
+    ) -> int | None:
+        faults = practice.faults.snapshot()
+        if faults.slow_seconds > 0:
+            time.sleep(faults.slow_seconds)
+        fault = practice.faults.take_transport_fault()
+        if fault == "drop":
+            self._hang_up()
+            return None
+        if fault == "rate_limit":
+            self._send_json(
+                429,
+                {"error": "Too many requests"},
+                {"Retry-After": str(faults.retry_after_seconds)},
+            )
+            return 429
+        if fault == "server_error":
+            self._send_json(503, {"error": "Service unavailable"})
+            return 503
+        try:
+            if method != "GET":
+                raise ApiError(405, f"method {method} not allowed")
+            rows = self._page(practice, endpoint, params, faults)
+        except ApiError as error:
+            self._send_json(error.status, {"error": error.message})
+            return error.status
+        except Exception as error:  # a simulator bug must not look like a dropped connection
+            self._send_json(500, {"error": f"simulator error: {error!r}"})
+            return 500
+        data = encode_json(rows)
+        if fault == "truncate":
+            self._send_truncated(data)
+            return 200
+        self._send_bytes(200, data)
+        return 200
+
+    def _send_truncated(self, data: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(data) + 64))
+        self.end_headers()
+        self.wfile.write(data[: len(data) // 2])
+        self._hang_up()
+
+    def _page(
+        self, practice: _PracticeRuntime, endpoint: str, params: dict[str, str], faults: Faults
+    ) -> list[dict[str, Any]]:
+        offset = _int_param(params, "offset", 0, minimum=0)
+        limit = min(_int_param(params, "limit", PAGE_SIZE, minimum=1), PAGE_SIZE)
+        start = offset - 1 if faults.duplicate_rows and offset > 0 else offset
+        if endpoint == AGING_ENDPOINT:
+            report = practice.aging(_as_of_param(params))
+            total = len(report)
+            page = [dict(row) for row in report[start : start + limit]]
+        elif endpoint in TABLE_NAMES:
+            since = _stamp_param(params, STAMP_FIELDS[endpoint])
+            patnum = _int_param(params, "patnum", None, minimum=0)
+            rows = practice.list_rows(endpoint, since, patnum)
+            total = len(rows)
+            as_dict = practice.ledger.table(endpoint).as_dict
+            page = [as_dict(row) for row in rows[start : start + limit]]
+        else:
+            raise ApiError(404, f"unknown endpoint: {endpoint}")
+        return corrupt_page(endpoint, page, start, total, faults)
+
+    # --- control endpoints (loopback only) ----------------------------------------------
+
+    def _control(self, method: str, path: str, body: bytes) -> None:
+        if not _is_loopback(self.client_address[0]):
+            self._send_json(403, {"error": "control endpoints are loopback only"})
+            return
+        parts = [unquote(p) for p in path.strip("/").split("/")]
+        try:
+            payload = json.loads(body) if body.strip() else {}
+            status, result = _Control(self.simulator).handle(method, parts, payload)
+        except ApiError as error:
+            status, result = error.status, {"error": error.message}
+        except (ValueError, TypeError) as error:
+            status, result = 400, {"error": str(error)}
+        except KeyError as error:
+            status, result = 404, {"error": str(error.args[0] if error.args else error)}
+        self._send_json(status, result)
+
+
+class _Control:
+    """`/_sim/faults/<id>`, `/_sim/clock/<id>`, `/_sim/rows/<id>/<table>[/<key>]`."""
+
+    def __init__(self, simulator: SimulatorServer) -> None:
+        self.simulator = simulator
+
+    def handle(self, method: str, parts: list[str], payload: Any) -> tuple[int, Any]:
+        kind, args = (parts[0], parts[1:]) if parts else ("", [])
+        if kind == "faults" and len(args) == 1:
+            return self.faults(method, args[0], payload)
+        if kind == "clock" and len(args) == 1:
+            return self.clock(method, args[0], payload)
+        if kind == "rows" and len(args) in (2, 3):
+            return self.rows(method, args, payload)
+        raise ApiError(404, f"unknown control path: /_sim/{'/'.join(parts)}")
+
+    def faults(self, method: str, practice_id: str, payload: Any) -> tuple[int, Any]:
+        runtime = self.simulator.runtime(practice_id)
+        if method == "POST":
+            runtime.faults.set(Faults.from_json(payload))
+        elif method == "DELETE":
+            runtime.faults.clear()
+        elif method != "GET":
+            raise ApiError(405, f"method {method} not allowed")
+        return 200, runtime.faults.snapshot().to_json()
+
+    def clock(self, method: str, practice_id: str, payload: Any) -> tuple[int, Any]:
+        runtime = self.simulator.runtime(practice_id)
+        if method == "POST":
+            days = payload.get("advance_days", 0) if isinstance(payload, dict) else None
+            if isinstance(days, bool) or not isinstance(days, int | float):
+                raise ValueError("advance_days must be a number")
+            runtime.advance(days)
+        elif method != "GET":
+            raise ApiError(405, f"method {method} not allowed")
+        return 200, {"now": runtime.now().strftime("%Y-%m-%d %H:%M:%S")}
+
+    def rows(self, method: str, args: list[str], payload: Any) -> tuple[int, Any]:
+        ledger = self.simulator.ledger(args[0])
+        table = args[1]
+        if len(args) == 2 and method == "POST":
+            if not isinstance(payload, dict):
+                raise ValueError("the row must be a JSON object")
+            return 201, ledger.add_row(table, payload)
+        if len(args) == 3:
+            key = int(args[2])
+            if method == "GET":
+                return 200, ledger.table(table).get(key)
+            if method == "PATCH" and isinstance(payload, dict):
+                return 200, ledger.edit_row(table, key, **payload)
+            if method == "DELETE":
+                return 200, ledger.delete_row(table, key)
+        raise ApiError(405, f"method {method} not allowed here")
+
+
+def _is_loopback(address: str) -> bool:
+    return address.startswith("127.") or address in ("::1", "::ffff:127.0.0.1")
+
+
+def _int_param(params: dict[str, str], name: str, default: int | None, minimum: int) -> Any:
+    raw = params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"{name} must be an integer") from None
+    if value < minimum:
+        raise ApiError(400, f"{name} must be at least {minimum}")
+    return value
+
+
+def _as_of_param(params: dict[str, str]) -> date:
+    raw = params.get("dateasof")
+    if not raw:
+        raise ApiError(400, "DateAsOf is required (yyyy-MM-dd)")
+    try:
+        if not DATE_RE.match(raw):
+            raise ValueError
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise ApiError(400, f"DateAsOf is not a yyyy-MM-dd date: {raw!r}") from None
+
+
+def _stamp_param(params: dict[str, str], name: str) -> str | None:
+    raw = params.get(name.lower())
+    if raw is None:
+        return None
+    raw = raw.strip()
+    try:
+        if not STAMP_RE.match(raw):
+            raise ValueError
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ApiError(400, f"{name} is not a yyyy-MM-dd HH:mm:ss timestamp: {raw!r}") from None
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
