@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable, Sequence
 
@@ -38,7 +39,9 @@ def _demo(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from balances_pipeline.bench import run_benchmark
 
-    return run_benchmark(accounts=args.accounts, port=args.port)
+    return run_benchmark(
+        accounts=args.accounts, port=args.port, repeat=args.repeat, json_path=args.json
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,7 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="run the performance benchmark")
     bench.add_argument("--accounts", type=int, default=50_000)
-    bench.add_argument("--port", type=int, default=0)
+    bench.add_argument("--port", type=int, default=0, help="simulator port (0: any free)")
+    bench.add_argument("--repeat", type=int, default=1, help="runs of baseline + sync")
+    bench.add_argument("--json", default=None, metavar="PATH",
+                       help="also write the figures as JSON to PATH")
     bench.set_defaults(handler=_bench)
 
     from balances_pipeline.simulator.cli import register
@@ -72,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Errors reach the user once, as the one-line message below; `balances demo` adds its own
+    # progress handler.
+    logging.getLogger("balances_pipeline").addHandler(logging.NullHandler())
     handler: Callable[[argparse.Namespace], int] = getattr(args, "handler", None) or args.func
     try:
         return handler(args)

@@ -15,7 +15,6 @@ import logging
 import os
 import time
 import uuid
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -37,6 +36,7 @@ from balances_pipeline.sync.summary import build_aging_summary
 from balances_pipeline.warehouse import sync_runs
 from balances_pipeline.warehouse.analyst import ensure_analyst_warehouse
 from balances_pipeline.warehouse.publish import practice_lock, publish, reconcile
+from balances_pipeline.warehouse.relations import DATA_RELATIONS
 from balances_pipeline.warehouse.snapshots import SnapshotStore, copy_to_parquet, sql_literal
 from balances_pipeline.warehouse.staging import StagingDatabase, remove_stale_staging
 from balances_pipeline.warehouse.working_db import WorkingDatabase
@@ -123,8 +123,9 @@ def _transform_params(practice: Practice, sync_id: str, as_of: date, started_at:
 
 def _write_snapshot(staging: StagingDatabase, snapshot_dir: Path) -> None:
     con = staging.con
-    for relation in ("account_balances", "outstanding_balances", "aging_summary"):
-        copy_to_parquet(con, relation, f"SELECT * FROM {relation}", snapshot_dir / f"{relation}.parquet")
+    for relation in DATA_RELATIONS:
+        target = snapshot_dir / f"{relation}.parquet"
+        copy_to_parquet(con, relation, f"SELECT * FROM {relation}", target)  # noqa: S608
     con.execute(
         f"COPY (SELECT * FROM stg_aging_report ORDER BY guarantor_id) TO "  # noqa: S608
         f"{sql_literal(str(snapshot_dir / 'source_aging_report.parquet'))} "
@@ -134,6 +135,106 @@ def _write_snapshot(staging: StagingDatabase, snapshot_dir: Path) -> None:
 
 def _arrow(con: duckdb.DuckDBPyConnection, query: str) -> pa.Table:
     return con.sql(query).to_arrow_table()
+
+
+@dataclass(frozen=True)
+class _SyncStart:
+    sync_id: str
+    as_of: date
+    started_at: datetime
+    clock: float
+
+
+def _begin(
+    practice: Practice, layout: Layout, working_db: WorkingDatabase, dagster_run_id: str | None
+) -> _SyncStart:
+    """Clean up after dead syncs of the practice, then record this one as running."""
+    started_at = datetime.now(UTC)
+    start = _SyncStart(
+        sync_id=new_sync_id(practice.id, started_at),
+        as_of=resolve_as_of(practice, started_at),
+        started_at=started_at,
+        clock=time.monotonic(),
+    )
+    reconcile(layout, working_db, practice.id)
+    remove_stale_staging(layout.staging_dir(practice.id))
+    source_mode = getattr(practice.source, "mode", "aging_report")
+    with working_db.transaction() as con:
+        abandoned = sync_runs.mark_abandoned(con, practice.id)
+        sync_runs.start(
+            con, sync_id=start.sync_id, practice_id=practice.id, dagster_run_id=dagster_run_id,
+            as_of_date=start.as_of, mode="full", source_mode=source_mode, started_at=started_at,
+        )
+    if abandoned:
+        log.warning("practice %s: marked %d abandoned sync(s) failed", practice.id, len(abandoned))
+    return start
+
+
+def _extract_transform_publish(
+    practice: Practice,
+    layout: Layout,
+    working_db: WorkingDatabase,
+    start: _SyncStart,
+    staging: StagingDatabase,
+    client: OpenDentalClient,
+    progress: ProgressCallback | None,
+) -> SyncOutcome:
+    extract = extract_aging_report(
+        client, staging, practice_id=practice.id, as_of=start.as_of,
+        max_rejected_fraction=practice.max_rejected_fraction,
+        progress=_reporting(practice.id, progress),
+    )
+    log.info(
+        "practice %s: extracted %d rows (%d rejected) in %d requests, %d retries",
+        practice.id, extract.rows_extracted, extract.rows_rejected, extract.requests,
+        extract.retries,
+    )
+    params = _transform_params(practice, start.sync_id, start.as_of, start.started_at)
+    accounts = build_account_balances(staging.con, params)
+    find_discrepancies(staging.con, params)
+    build_outstanding_balances(staging.con, params)
+    summary = build_aging_summary(staging.con, params)
+    discrepancies = dict(
+        staging.con.execute('SELECT "check", count(*) FROM balance_discrepancies GROUP BY 1')
+        .fetchall()
+    )
+    rejected = _arrow(staging.con, "SELECT * FROM stg_rejected_rows")
+    found = _arrow(staging.con, "SELECT * FROM balance_discrepancies")
+    snapshot_dir = SnapshotStore(layout).create(practice.id)
+    _write_snapshot(staging, snapshot_dir)
+    staging.close()
+    finished_at = datetime.now(UTC)
+    until = fresh_until(practice, start.started_at)
+    counts = sync_runs.SyncCounts(
+        accounts=accounts, rows_extracted=extract.rows_extracted,
+        rows_rejected=extract.rows_rejected, requests=extract.requests, retries=extract.retries,
+    )
+
+    def record(con: duckdb.DuckDBPyConnection) -> None:
+        _insert_rejected(con, rejected, start.sync_id, practice.id)
+        con.register("found_discrepancies", found)
+        con.execute("INSERT INTO balance_discrepancies SELECT * FROM found_discrepancies")
+        sync_runs.finish(
+            con, start.sync_id, status="success", counts=counts, finished_at=finished_at,
+            fresh_until=until, snapshot_id=snapshot_dir.name,
+        )
+
+    publish(layout, working_db, practice.id, snapshot_dir, record=record, sync_id=start.sync_id)
+    log.info("practice %s: published %d accounts (sync %s)", practice.id, accounts, start.sync_id)
+    return SyncOutcome(
+        practice_id=practice.id,
+        sync_id=start.sync_id,
+        as_of_date=start.as_of,
+        started_at=start.started_at,
+        finished_at=finished_at,
+        snapshot_id=snapshot_dir.name,
+        extract=extract,
+        accounts=accounts,
+        fresh_until=until,
+        summary=summary,
+        discrepancies=discrepancies,
+        duration_seconds=time.monotonic() - start.clock,
+    )
 
 
 def sync_practice(
@@ -147,94 +248,32 @@ def sync_practice(
     working_db = WorkingDatabase(layout)
     ensure_analyst_warehouse(layout)
     with practice_lock(layout, practice.id):
-        started_at = datetime.now(UTC)
-        clock = time.monotonic()
-        sync_id = new_sync_id(practice.id, started_at)
-        reconcile(layout, working_db, practice.id)
-        remove_stale_staging(layout.staging_dir(practice.id))
-        as_of = resolve_as_of(practice, started_at)
-        with working_db.transaction() as con:
-            abandoned = sync_runs.mark_abandoned(con, practice.id)
-            sync_runs.start(
-                con, sync_id=sync_id, practice_id=practice.id, dagster_run_id=dagster_run_id,
-                as_of_date=as_of, mode="full", source_mode=practice.source.mode
-                if isinstance(practice.source, OpenDentalSource) else "aging_report",
-                started_at=started_at,
-            )
-        if abandoned:
-            log.warning("practice %s: marked %d abandoned sync(s) failed", practice.id, len(abandoned))
-        staging = StagingDatabase(layout.staging_dir(practice.id), sync_id)
+        start = _begin(practice, layout, working_db, dagster_run_id)
+        staging = StagingDatabase(layout.staging_dir(practice.id), start.sync_id)
         client: OpenDentalClient | None = None
-        extract: ExtractResult | None = None
         try:
             client = _client_for(practice)
-            extract = extract_aging_report(
-                client, staging, practice_id=practice.id, as_of=as_of,
-                max_rejected_fraction=practice.max_rejected_fraction,
-                progress=_reporting(practice.id, progress),
+            return _extract_transform_publish(
+                practice, layout, working_db, start, staging, client, progress
             )
-            log.info(
-                "practice %s: extracted %d rows (%d rejected) in %d requests, %d retries",
-                practice.id, extract.rows_extracted, extract.rows_rejected, extract.requests,
-                extract.retries,
-            )
-            params = _transform_params(practice, sync_id, as_of, started_at)
-            accounts = build_account_balances(staging.con, params)
-            find_discrepancies(staging.con, params)
-            build_outstanding_balances(staging.con, params)
-            summary = build_aging_summary(staging.con, params)
-            discrepancies = dict(
-                staging.con.execute(
-                    'SELECT "check", count(*) FROM balance_discrepancies GROUP BY 1'
-                ).fetchall()
-            )
-            rejected = _arrow(staging.con, "SELECT * FROM stg_rejected_rows")
-            found = _arrow(staging.con, "SELECT * FROM balance_discrepancies")
-            snapshot_dir = SnapshotStore(layout).create(practice.id)
-            _write_snapshot(staging, snapshot_dir)
-            staging.close()
-            finished_at = datetime.now(UTC)
-            until = fresh_until(practice, started_at)
-            counts = sync_runs.SyncCounts(
-                accounts=accounts, rows_extracted=extract.rows_extracted,
-                rows_rejected=extract.rows_rejected, requests=extract.requests,
-                retries=extract.retries,
-            )
-
-            def record(con: duckdb.DuckDBPyConnection) -> None:
-                _insert_rejected(con, rejected, sync_id, practice.id)
-                con.register("found_discrepancies", found)
-                con.execute("INSERT INTO balance_discrepancies SELECT * FROM found_discrepancies")
-                sync_runs.finish(
-                    con, sync_id, status="success", counts=counts, finished_at=finished_at,
-                    fresh_until=until, snapshot_id=snapshot_dir.name,
-                )
-
-            publish(layout, working_db, practice.id, snapshot_dir, record=record, sync_id=sync_id)
         except BaseException as error:
             message = one_line_error(error, practice)
-            _record_failure(layout, working_db, practice, sync_id, staging, client, extract, message)
+            try:
+                _record_failure(
+                    layout, working_db, practice, start.sync_id, staging, client, message
+                )
+            except Exception as recording_error:  # the next sync marks this one abandoned
+                log.error(
+                    "practice %s: could not record the failure of sync %s: %s", practice.id,
+                    start.sync_id, type(recording_error).__name__,
+                )
             if isinstance(error, Exception):
-                raise SyncFailed(message, sync_id) from None
+                raise SyncFailed(message, start.sync_id) from None
             raise
         finally:
             if client is not None:
                 client.close()
             staging.remove()
-        return SyncOutcome(
-            practice_id=practice.id,
-            sync_id=sync_id,
-            as_of_date=as_of,
-            started_at=started_at,
-            finished_at=finished_at,
-            snapshot_id=snapshot_dir.name,
-            extract=extract,
-            accounts=accounts,
-            fresh_until=until,
-            summary=summary,
-            discrepancies=discrepancies,
-            duration_seconds=time.monotonic() - clock,
-        )
 
 
 def _insert_rejected(
@@ -255,7 +294,6 @@ def _record_failure(
     sync_id: str,
     staging: StagingDatabase,
     client: OpenDentalClient | None,
-    extract: ExtractResult | None,
     message: str,
 ) -> None:
     """Mark the sync failed and republish the practice's state around its unchanged data."""
@@ -266,7 +304,7 @@ def _record_failure(
         rejected, extracted = None, None
     stats = client.stats if client is not None else None
     counts = sync_runs.SyncCounts(
-        rows_extracted=extract.rows_extracted if extract else extracted,
+        rows_extracted=extracted,
         rows_rejected=len(rejected) if rejected is not None else None,
         requests=stats.requests if stats else None,
         retries=stats.retries if stats else None,
