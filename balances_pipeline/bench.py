@@ -48,7 +48,7 @@ AGING_ENDPOINT = "reports/Aging"
 PAGE_ROWS = 100
 RSS_TARGET_MB = 300
 RESULT_MARK = "BENCH_RESULT "
-PHASE_ORDER = ("extract", "transform", "snapshot", "publish")
+PHASE_ORDER = ("extract", "publish")  # publish: transform + snapshot + atomic switch
 LISTEN_TIMEOUT_SECONDS = 120.0
 WARMUP_TIMEOUT_SECONDS = 1800.0
 WORKER_TIMEOUT_SECONDS = 3600.0
@@ -121,34 +121,6 @@ def _worker_baseline(params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _instrument(module: Any, phases: dict[str, float]) -> None:
-    """Time the sync's phases by wrapping the names `practice_sync` calls (if it has them)."""
-    names = {
-        "extract_aging_report": "extract",
-        "build_account_balances": "transform",
-        "find_discrepancies": "transform",
-        "build_outstanding_balances": "transform",
-        "build_aging_summary": "transform",
-        "_write_snapshot": "snapshot",
-        "publish": "publish",
-    }
-
-    def timed(phase: str, function: Callable[..., Any]) -> Callable[..., Any]:
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                return function(*args, **kwargs)
-            finally:
-                phases[phase] = phases.get(phase, 0.0) + time.perf_counter() - started
-
-        return wrapper
-
-    for name, phase in names.items():
-        function = getattr(module, name, None)
-        if callable(function):
-            setattr(module, name, timed(phase, function))
-
-
 def _directory_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -161,12 +133,13 @@ def _worker_sync(params: dict[str, Any]) -> dict[str, Any]:
 
     import_seconds = time.perf_counter() - imports_started
     rss_after_imports = _peak_rss_mb()
-    phases: dict[str, float] = {}
-    _instrument(practice_sync, phases)
     practice = load_practices(Path(params["practices_file"])).practice(PRACTICE_ID)
     started = time.perf_counter()
-    outcome = practice_sync.sync_practice(practice, layout())
+    extracted = practice_sync.extract_practice(practice, layout())
+    extract_done = time.perf_counter()
+    outcome = practice_sync.publish_practice(practice, layout())
     wall = time.perf_counter() - started
+    phases = {"extract": extract_done - started, "publish": wall - (extract_done - started)}
     home = layout()
     snapshot = home.snapshots_dir / PRACTICE_ID / outcome.snapshot_id
     return {
@@ -175,11 +148,11 @@ def _worker_sync(params: dict[str, Any]) -> dict[str, Any]:
         "rss_after_imports_mb": rss_after_imports,
         "peak_rss_mb": _peak_rss_mb(),
         "accounts": outcome.accounts,
-        "rows_extracted": outcome.extract.rows_extracted,
-        "rows_rejected": outcome.extract.rows_rejected,
-        "requests": outcome.extract.requests,
-        "retries": outcome.extract.retries,
-        "pages": outcome.extract.pages,
+        "rows_extracted": extracted.extract.rows_extracted,
+        "rows_rejected": extracted.extract.rows_rejected,
+        "requests": extracted.extract.requests,
+        "retries": extracted.extract.retries,
+        "pages": extracted.extract.pages,
         "as_of_date": outcome.as_of_date.isoformat(),
         "outcome_seconds": outcome.duration_seconds,
         "snapshot_bytes": _directory_bytes(snapshot) if snapshot.is_dir() else None,

@@ -82,6 +82,15 @@ class SyncSchedule(_Strict):
         hour, minute = (int(part) for part in self.at.split(":"))
         return time(hour, minute)
 
+    @property
+    def cron_expression(self) -> str:
+        """The schedule as a 5-field cron expression, in the practice's local time."""
+        if self.frequency == "hourly":
+            return f"{self.minute} * * * *"
+        if self.frequency == "cron":
+            return self.cron or ""
+        return f"{self.time_of_day.minute} {self.time_of_day.hour} * * *"
+
 
 class OpenDentalSource(_Strict):
     type: Literal["opendental"]

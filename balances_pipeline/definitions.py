@@ -1,7 +1,7 @@
 """The Dagster code location: `balances_pipeline.definitions:defs`.
 
-Practices (and so partitions) come from the practices file when the code location loads:
-after editing the file, reload the code location.
+Practices (and so partitions and schedules) come from the practices file when the code
+location loads: after editing the file, reload the code location.
 """
 
 from __future__ import annotations
@@ -11,21 +11,29 @@ from pathlib import Path
 from dagster import Definitions, in_process_executor
 
 from balances_pipeline.config import load_practices
-from balances_pipeline.defs.assets import build_practice_sync
+from balances_pipeline.defs.assets import build_sync_assets
+from balances_pipeline.defs.jobs import build_sync_job
 from balances_pipeline.defs.partitions import practice_partitions
 from balances_pipeline.defs.resources import BalancesWarehouse
+from balances_pipeline.defs.schedules import build_schedules
+from balances_pipeline.defs.sensors import report_failed_syncs, report_stale_practices
 
 
 def build_definitions(practices_file: Path | None = None) -> Definitions:
     practices = load_practices(practices_file)
+    partitions = practice_partitions(practices)
+    sync_job = build_sync_job(partitions)
     return Definitions(
-        assets=[build_practice_sync(practice_partitions(practices))],
+        assets=build_sync_assets(partitions),
+        jobs=[sync_job],
+        schedules=build_schedules(practices, sync_job),
+        sensors=[report_failed_syncs, report_stale_practices],
         resources={
             "warehouse": BalancesWarehouse(
                 practices_file=str(practices_file) if practices_file else None
             )
         },
-        # A sync is HTTP and DuckDB in one step: a process per step only adds start-up cost.
+        # A sync is HTTP and DuckDB: a process per step only adds start-up cost.
         executor=in_process_executor,
     )
 

@@ -8,7 +8,7 @@ import duckdb
 import pytest
 from dagster import DagsterInstance, materialize
 
-from balances_pipeline.defs.assets import build_practice_sync
+from balances_pipeline.defs.assets import build_sync_assets
 from balances_pipeline.defs.partitions import practice_partitions
 from balances_pipeline.defs.resources import BalancesWarehouse
 from balances_pipeline.home import layout
@@ -19,7 +19,7 @@ from balances_pipeline_tests.conftest import SimulatedPractices
 def run_sync(simulated: SimulatedPractices, practice_id: str, instance: DagsterInstance):
     practices = simulated.practices
     return materialize(
-        [build_practice_sync(practice_partitions(practices))],
+        build_sync_assets(practice_partitions(practices)),
         partition_key=practice_id,
         instance=instance,
         resources={"warehouse": BalancesWarehouse(practices_file=str(simulated.practices_file))},
@@ -96,7 +96,7 @@ def test_throttling_and_server_errors_are_retried_and_counted(simulated, instanc
     accounts = len(published("gamma_dental"))
     pages = accounts // 100 + 1
     assert requests == pages + 2
-    materialization = result.asset_materializations_for_node("practice_sync")[0]
+    materialization = result.asset_materializations_for_node("source_extract")[0]
     assert materialization.metadata["retries"].value == 2
 
 

@@ -1,10 +1,10 @@
 """The sync assets, partitioned by practice: extract → balances → overrides → summary.
 
-They run as one step (one multi-asset) because a practice's relations are published
-together, atomically, at the end of the sync; each still gets its own materialization,
-metadata and lineage in the UI. No run config is needed, so `--select '*'` works.
+Two steps per run. `source_extract` reads the practice's PMS into a staging file and
+holds no shared resource, so extraction runs in parallel across practices. The balances
+step transforms and publishes all of the practice's relations together, atomically, in
+the `balances_warehouse` pool. Neither needs run config, so `--select '*'` works.
 """
-
 
 from collections.abc import Iterator
 
@@ -16,25 +16,24 @@ from dagster import (
     Failure,
     MaterializeResult,
     PartitionsDefinition,
+    RetryRequested,
+    asset,
     multi_asset,
 )
 
-from balances_pipeline.config import PracticesFileError
+from balances_pipeline.config import Practice, PracticesFileError
 from balances_pipeline.defs.checks import CHECK_SPECS, check_results
 from balances_pipeline.defs.metadata import balances_metadata, extract_metadata, summary_metadata
 from balances_pipeline.defs.resources import BalancesWarehouse
-from balances_pipeline.sync.practice_sync import SyncFailed, sync_practice
+from balances_pipeline.sync.practice_sync import SyncFailed, extract_practice, publish_practice
 
 GROUP = "balances"
+WAREHOUSE_POOL = "balances_warehouse"
 PROGRESS_EVERY_PAGES = 25
+TRANSIENT_RETRIES = 2
+TRANSIENT_RETRY_WAIT_SECONDS = 60
 
-SYNC_SPECS = [
-    AssetSpec(
-        "source_extract",
-        group_name=GROUP,
-        kinds={"python"},
-        description="The practice's aging report, read page by page from its PMS.",
-    ),
+BALANCE_SPECS = [
     AssetSpec(
         "account_balances",
         deps=["source_extract"],
@@ -59,43 +58,77 @@ SYNC_SPECS = [
 ]
 
 
-def _practice_sync(
-    context: AssetExecutionContext, warehouse: BalancesWarehouse
-) -> Iterator[MaterializeResult | AssetCheckResult]:
-    practice_id = context.partition_key
+def _practice(context: AssetExecutionContext, warehouse: BalancesWarehouse) -> Practice:
     try:
-        practice = warehouse.practices().practice(practice_id)
+        return warehouse.practices().practice(context.partition_key)
     except (PracticesFileError, KeyError) as error:
         raise Failure(description=str(error).strip("'\"")) from None
 
-    def progress(pages: int, rows: int) -> None:
-        if pages % PROGRESS_EVERY_PAGES == 0:
-            context.log.info(f"practice {practice_id}: {rows} rows in {pages} pages")
 
-    try:
-        outcome = sync_practice(
-            practice, warehouse.layout(), dagster_run_id=context.run.run_id, progress=progress
-        )
-    except SyncFailed as error:
-        raise Failure(
-            description=str(error), metadata={"sync_id": error.sync_id or ""}
-        ) from None
-    context.log.info(
-        f"practice {practice_id}: {outcome.accounts} accounts published "
-        f"(sync {outcome.sync_id}, {outcome.extract.requests} requests, "
-        f"{outcome.extract.retries} retries, {outcome.extract.rows_rejected} rejected)"
+def _failure(error: SyncFailed) -> Failure:
+    return Failure(
+        description=str(error),
+        metadata={"sync_id": error.sync_id or "", "error_class": error.error_class},
     )
-    yield MaterializeResult(asset_key="source_extract", metadata=extract_metadata(outcome))
-    yield MaterializeResult(asset_key="account_balances", metadata=balances_metadata(outcome))
-    yield MaterializeResult(asset_key="outstanding_balances", metadata=balances_metadata(outcome))
-    yield MaterializeResult(asset_key="aging_summary", metadata=summary_metadata(outcome))
-    yield from check_results(outcome)
 
 
-def build_practice_sync(partitions_def: PartitionsDefinition) -> AssetsDefinition:
-    return multi_asset(
-        name="practice_sync",
-        specs=SYNC_SPECS,
+def build_sync_assets(partitions_def: PartitionsDefinition) -> list[AssetsDefinition]:
+    @asset(
+        name="source_extract",
+        partitions_def=partitions_def,
+        group_name=GROUP,
+        kinds={"python"},
+        description="The practice's aging report, read page by page from its PMS into staging.",
+    )
+    def source_extract(
+        context: AssetExecutionContext, warehouse: BalancesWarehouse
+    ) -> MaterializeResult:
+        practice = _practice(context, warehouse)
+
+        def progress(pages: int, rows: int) -> None:
+            if pages % PROGRESS_EVERY_PAGES == 0:
+                context.log.info(f"practice {practice.id}: {rows} rows in {pages} pages")
+
+        try:
+            outcome = extract_practice(
+                practice, warehouse.layout(), dagster_run_id=context.run.run_id,
+                progress=progress,
+            )
+        except SyncFailed as error:
+            if error.transient and context.retry_number < TRANSIENT_RETRIES:
+                context.log.warning(f"practice {practice.id}: {error}; retrying the extract")
+                raise RetryRequested(
+                    max_retries=TRANSIENT_RETRIES, seconds_to_wait=TRANSIENT_RETRY_WAIT_SECONDS
+                ) from None
+            raise _failure(error) from None
+        return MaterializeResult(metadata=extract_metadata(outcome))
+
+    @multi_asset(
+        name="practice_balances",
+        specs=BALANCE_SPECS,
         check_specs=CHECK_SPECS,
         partitions_def=partitions_def,
-    )(_practice_sync)
+        pool=WAREHOUSE_POOL,
+    )
+    def practice_balances(
+        context: AssetExecutionContext, warehouse: BalancesWarehouse
+    ) -> Iterator[MaterializeResult | AssetCheckResult]:
+        practice = _practice(context, warehouse)
+        try:
+            outcome = publish_practice(
+                practice, warehouse.layout(), dagster_run_id=context.run.run_id
+            )
+        except SyncFailed as error:
+            raise _failure(error) from None
+        context.log.info(
+            f"practice {practice.id}: {outcome.accounts} accounts published "
+            f"(sync {outcome.sync_id}, as of {outcome.as_of_date})"
+        )
+        yield MaterializeResult(asset_key="account_balances", metadata=balances_metadata(outcome))
+        yield MaterializeResult(
+            asset_key="outstanding_balances", metadata=balances_metadata(outcome)
+        )
+        yield MaterializeResult(asset_key="aging_summary", metadata=summary_metadata(outcome))
+        yield from check_results(outcome)
+
+    return [source_extract, practice_balances]

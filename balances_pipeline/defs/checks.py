@@ -8,6 +8,7 @@ from balances_pipeline.sync.practice_sync import SyncOutcome
 
 BUCKETS_SUM_TO_TOTAL = "buckets_sum_to_total"
 PATIENT_PORTION_MATCHES_SOURCE = "patient_portion_matches_source"
+FRESH = "fresh"
 
 CHECK_SPECS = [
     AssetCheckSpec(
@@ -21,6 +22,15 @@ CHECK_SPECS = [
         description=(
             "Our patient portion (BalTotal - InsPayEst - InsWoEst) equals the source's "
             "PatientPortion; mismatches are listed in balance_discrepancies."
+        ),
+    ),
+    AssetCheckSpec(
+        FRESH,
+        asset="aging_summary",
+        description=(
+            "The practice's data is within its freshness expectation (daily: 26 h, hourly: "
+            "2 h, cron: longest gap + 1 h). Passes at each sync; the report_stale_practices "
+            "sensor fails it when sync_runs.fresh_until passes."
         ),
     ),
 ]
@@ -45,5 +55,12 @@ def check_results(outcome: SyncOutcome) -> list[AssetCheckResult]:
             passed=portions == 0,
             severity=AssetCheckSeverity.WARN,
             metadata={"accounts_failing": portions, **where},
+        ),
+        AssetCheckResult(
+            asset_key="aging_summary",
+            check_name=FRESH,
+            passed=True,
+            severity=AssetCheckSeverity.ERROR,
+            metadata={"fresh_until": outcome.fresh_until.isoformat()},
         ),
     ]

@@ -7,7 +7,7 @@ from typing import Any
 
 from dagster import MetadataValue
 
-from balances_pipeline.sync.practice_sync import SyncOutcome
+from balances_pipeline.sync.practice_sync import ExtractOutcome, SyncOutcome
 from balances_pipeline.sync.summary import BUCKETS
 
 CHART_WIDTH = 24
@@ -33,15 +33,11 @@ def aging_chart(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def common(outcome: SyncOutcome) -> dict[str, Any]:
-    return {
-        "sync_id": outcome.sync_id,
-        "as_of_date": outcome.as_of_date.isoformat(),
-        "snapshot_id": outcome.snapshot_id,
-    }
+def common(outcome: SyncOutcome | ExtractOutcome) -> dict[str, Any]:
+    return {"sync_id": outcome.sync_id, "as_of_date": outcome.as_of_date.isoformat()}
 
 
-def extract_metadata(outcome: SyncOutcome) -> dict[str, Any]:
+def extract_metadata(outcome: ExtractOutcome) -> dict[str, Any]:
     extract = outcome.extract
     return {
         **common(outcome),
@@ -60,6 +56,7 @@ def balances_metadata(outcome: SyncOutcome) -> dict[str, Any]:
     summary = outcome.summary
     return {
         **common(outcome),
+        "snapshot_id": outcome.snapshot_id,
         "dagster/row_count": outcome.accounts,
         "accounts": outcome.accounts,
         "balance_total": money(summary["balance_total"]),

@@ -23,6 +23,13 @@ class BalancesWarehouse(ConfigurableResource):
     def practices(self) -> PracticesFile:
         return load_practices(Path(self.practices_file) if self.practices_file else None)
 
-    def analyst_connection(self) -> duckdb.DuckDBPyConnection:
-        """A read-only connection to the analyst file, as an analyst would open it."""
-        return duckdb.connect(str(self.layout().warehouse_path), read_only=True)
+    def analyst_query(self, sql: str, params: list | None = None) -> list[tuple]:
+        """Read the published relations as an analyst does: never blocks or waits for a sync."""
+        path = self.layout().warehouse_path
+        if not path.exists():
+            return []
+        con = duckdb.connect(str(path), read_only=True)
+        try:
+            return con.execute(sql, params or []).fetchall()
+        finally:
+            con.close()

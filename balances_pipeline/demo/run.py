@@ -74,12 +74,12 @@ def run_demo(port: int = 9100, accounts_scale: float = 1.0) -> int:
     use_demo_environment()
     from dagster import DagsterInstance, materialize
 
-    from balances_pipeline.defs.assets import build_practice_sync
+    from balances_pipeline.defs.assets import build_sync_assets
     from balances_pipeline.defs.partitions import practice_partitions
     from balances_pipeline.defs.resources import BalancesWarehouse
 
     practices = load_practices(DEMO_PRACTICES_FILE)
-    practice_sync = build_practice_sync(practice_partitions(practices))
+    sync_assets = build_sync_assets(practice_partitions(practices))
     warehouse = BalancesWarehouse()
     _progress_logging()
     started = time.monotonic()
@@ -93,7 +93,7 @@ def run_demo(port: int = 9100, accounts_scale: float = 1.0) -> int:
             print(f"syncing {practice.id} ({practice.name}, {practice.timezone}) ...")
             clock = time.monotonic()
             result = materialize(
-                [practice_sync], partition_key=practice.id, instance=instance,
+                sync_assets, partition_key=practice.id, instance=instance,
                 resources={"warehouse": warehouse}, run_config=QUIET_RUN_CONFIG,
                 raise_on_error=False,
             )

@@ -38,3 +38,18 @@ def stale_after(practice: Practice, now: datetime) -> timedelta:
 
 def fresh_until(practice: Practice, synced_at: datetime) -> datetime:
     return synced_at + stale_after(practice, synced_at)
+
+
+def stale_practices(
+    last_fresh_until: dict[str, datetime], practice_ids: list[str], now: datetime
+) -> dict[str, datetime]:
+    """Practices whose latest successful sync is past its `fresh_until`.
+
+    A practice that never synced successfully has no expectation yet and is not listed:
+    its first sync's failure is reported as a failed sync.
+    """
+    return {
+        practice_id: until
+        for practice_id, until in last_fresh_until.items()
+        if practice_id in practice_ids and until < now
+    }

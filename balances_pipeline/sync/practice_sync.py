@@ -1,9 +1,11 @@
-"""One practice's sync from start to publish, outside of Dagster.
+"""One practice's sync, outside of Dagster, in two steps that may run in two processes.
 
-    lock the practice → mark abandoned syncs failed → sync_runs 'running'
-    → extract pages into a staging database (no shared lock held)
-    → account_balances → outstanding_balances → aging_summary (SQL in the staging database)
-    → write a new snapshot directory → commit state + swap the symlink (atomic publish)
+    extract_practice:  lock the practice → fail its unfinished syncs → sync_runs 'running'
+                       → stream the source's pages into a staging database (no shared
+                       lock held) → 'extracted'
+    publish_practice:  lock the practice → account_balances → outstanding_balances →
+                       aging_summary (SQL in the staging database) → a new snapshot
+                       directory → commit state + swap the symlink (atomic publish)
 
 A failure anywhere leaves the previous snapshot published; the failed `sync_runs` row is
 recorded and republished. Error messages are one line and scrubbed of secrets.
@@ -15,17 +17,18 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import pyarrow as pa
 
 from balances_pipeline.config import OpenDentalSource, Practice
 from balances_pipeline.home import Layout
-from balances_pipeline.sources.errors import SourceError
+from balances_pipeline.sources.errors import SourceError, TransientSourceError
 from balances_pipeline.sources.opendental import OpenDentalClient
 from balances_pipeline.sync.as_of import resolve_as_of
 from balances_pipeline.sync.balances import build_account_balances, find_discrepancies
@@ -45,14 +48,33 @@ log = logging.getLogger(__name__)
 
 MAX_ERROR_LENGTH = 500
 PROGRESS_EVERY_PAGES = 10
+T = TypeVar("T")
 
 
 class SyncFailed(RuntimeError):
     """The sync failed; the message is one line, names the practice, holds no secret."""
 
-    def __init__(self, message: str, sync_id: str | None = None) -> None:
+    def __init__(
+        self, message: str, sync_id: str | None = None, error_class: str = "", transient: bool = False
+    ) -> None:
         super().__init__(message)
         self.sync_id = sync_id
+        self.error_class = error_class
+        self.transient = transient
+
+
+class NothingToPublish(SyncFailed):
+    """No extract of the practice is waiting to be published."""
+
+
+@dataclass(frozen=True)
+class ExtractOutcome:
+    practice_id: str
+    sync_id: str
+    as_of_date: date
+    started_at: datetime
+    extract: ExtractResult
+    duration_seconds: float
 
 
 @dataclass
@@ -63,7 +85,7 @@ class SyncOutcome:
     started_at: datetime
     finished_at: datetime
     snapshot_id: str
-    extract: ExtractResult
+    counts: sync_runs.SyncCounts
     accounts: int
     fresh_until: datetime
     summary: dict[str, Any]
@@ -148,7 +170,10 @@ class _SyncStart:
 def _begin(
     practice: Practice, layout: Layout, working_db: WorkingDatabase, dagster_run_id: str | None
 ) -> _SyncStart:
-    """Clean up after dead syncs of the practice, then record this one as running."""
+    """Clean up after dead syncs of the practice, then record this one as running.
+
+    Called with the practice's lock held: no other sync of it is alive in any process.
+    """
     started_at = datetime.now(UTC)
     start = _SyncStart(
         sync_id=new_sync_id(practice.id, started_at),
@@ -157,39 +182,138 @@ def _begin(
         clock=time.monotonic(),
     )
     reconcile(layout, working_db, practice.id)
-    remove_stale_staging(layout.staging_dir(practice.id))
     source_mode = getattr(practice.source, "mode", "aging_report")
     with working_db.transaction() as con:
-        abandoned = sync_runs.mark_abandoned(con, practice.id)
+        unfinished = sync_runs.abandon_unfinished(con, practice.id)
         sync_runs.start(
             con, sync_id=start.sync_id, practice_id=practice.id, dagster_run_id=dagster_run_id,
             as_of_date=start.as_of, mode="full", source_mode=source_mode, started_at=started_at,
         )
-    if abandoned:
-        log.warning("practice %s: marked %d abandoned sync(s) failed", practice.id, len(abandoned))
+    remove_stale_staging(layout.staging_dir(practice.id))
+    if unfinished:
+        log.warning("practice %s: failed %d unfinished sync(s)", practice.id, len(unfinished))
     return start
 
 
-def _extract_transform_publish(
+def _guarded(
     practice: Practice,
     layout: Layout,
     working_db: WorkingDatabase,
-    start: _SyncStart,
+    sync_id: str,
     staging: StagingDatabase,
-    client: OpenDentalClient,
-    progress: ProgressCallback | None,
-) -> SyncOutcome:
-    extract = extract_aging_report(
-        client, staging, practice_id=practice.id, as_of=start.as_of,
-        max_rejected_fraction=practice.max_rejected_fraction,
-        progress=_reporting(practice.id, progress),
-    )
+    step: Callable[[], T],
+    stats: Callable[[], sync_runs.SyncCounts],
+) -> T:
+    """Run one step of a sync; on any failure record it, drop the staging file, re-raise."""
+    try:
+        return step()
+    except BaseException as error:
+        message = one_line_error(error, practice)
+        try:
+            _record_failure(layout, working_db, practice, sync_id, staging, stats(), message,
+                            type(error).__name__)
+        except Exception as recording_error:  # the next sync marks this one abandoned
+            log.error(
+                "practice %s: could not record the failure of sync %s: %s", practice.id,
+                sync_id, type(recording_error).__name__,
+            )
+        staging.remove()
+        if isinstance(error, Exception):
+            raise SyncFailed(
+                message, sync_id, type(error).__name__, isinstance(error, TransientSourceError)
+            ) from None
+        raise
+
+
+def extract_practice(
+    practice: Practice,
+    layout: Layout,
+    *,
+    dagster_run_id: str | None = None,
+    progress: ProgressCallback | None = None,
+) -> ExtractOutcome:
+    """Read the practice's source into a staging file that waits for `publish_practice`."""
+    working_db = WorkingDatabase(layout)
+    ensure_analyst_warehouse(layout)
+    with practice_lock(layout, practice.id):
+        start = _begin(practice, layout, working_db, dagster_run_id)
+        staging = StagingDatabase(layout.staging_dir(practice.id), start.sync_id)
+        client: list[OpenDentalClient] = []
+
+        def step() -> ExtractResult:
+            client.append(_client_for(practice))
+            with client[0]:
+                extract = extract_aging_report(
+                    client[0], staging, practice_id=practice.id, as_of=start.as_of,
+                    max_rejected_fraction=practice.max_rejected_fraction,
+                    progress=_reporting(practice.id, progress),
+                )
+            staging.close()
+            with working_db.transaction() as con:
+                sync_runs.mark_extracted(con, start.sync_id, _counts(extract), str(staging.path))
+            return extract
+
+        def stats() -> sync_runs.SyncCounts:
+            if not client:
+                return sync_runs.SyncCounts()
+            return sync_runs.SyncCounts(
+                requests=client[0].stats.requests, retries=client[0].stats.retries
+            )
+
+        extract = _guarded(practice, layout, working_db, start.sync_id, staging, step, stats)
     log.info(
         "practice %s: extracted %d rows (%d rejected) in %d requests, %d retries",
         practice.id, extract.rows_extracted, extract.rows_rejected, extract.requests,
         extract.retries,
     )
-    params = _transform_params(practice, start.sync_id, start.as_of, start.started_at)
+    return ExtractOutcome(
+        practice_id=practice.id, sync_id=start.sync_id, as_of_date=start.as_of,
+        started_at=start.started_at, extract=extract,
+        duration_seconds=time.monotonic() - start.clock,
+    )
+
+
+def _counts(extract: ExtractResult) -> sync_runs.SyncCounts:
+    return sync_runs.SyncCounts(
+        rows_extracted=extract.rows_extracted, rows_rejected=extract.rows_rejected,
+        requests=extract.requests, retries=extract.retries, pages=extract.pages,
+    )
+
+
+def publish_practice(
+    practice: Practice, layout: Layout, *, dagster_run_id: str | None = None
+) -> SyncOutcome:
+    """Transform the practice's waiting extract and publish it atomically."""
+    working_db = WorkingDatabase(layout)
+    clock = time.monotonic()
+    with practice_lock(layout, practice.id):
+        with working_db.transaction() as con:
+            waiting = sync_runs.claim_waiting_extract(con, practice.id)
+        if waiting is None:
+            raise NothingToPublish(
+                f"practice {practice.id}: no extract is waiting to be published; "
+                "materialize source_extract first",
+                error_class="NothingToPublish",
+            )
+        staging = StagingDatabase.open(Path(waiting.staging_file))
+        outcome = _guarded(
+            practice, layout, working_db, waiting.sync_id, staging,
+            lambda: _transform_and_publish(practice, layout, working_db, waiting, staging),
+            lambda: sync_runs.SyncCounts(),
+        )
+        staging.remove()
+    outcome.duration_seconds = time.monotonic() - clock
+    return outcome
+
+
+def _transform_and_publish(
+    practice: Practice,
+    layout: Layout,
+    working_db: WorkingDatabase,
+    waiting: sync_runs.WaitingExtract,
+    staging: StagingDatabase,
+) -> SyncOutcome:
+    params = _transform_params(practice, waiting.sync_id, waiting.as_of_date, waiting.started_at)
     accounts = build_account_balances(staging.con, params)
     find_discrepancies(staging.con, params)
     build_outstanding_balances(staging.con, params)
@@ -204,36 +328,33 @@ def _extract_transform_publish(
     _write_snapshot(staging, snapshot_dir)
     staging.close()
     finished_at = datetime.now(UTC)
-    until = fresh_until(practice, start.started_at)
-    counts = sync_runs.SyncCounts(
-        accounts=accounts, rows_extracted=extract.rows_extracted,
-        rows_rejected=extract.rows_rejected, requests=extract.requests, retries=extract.retries,
-    )
+    until = fresh_until(practice, waiting.started_at)
+    counts = sync_runs.SyncCounts(accounts=accounts)
 
     def record(con: duckdb.DuckDBPyConnection) -> None:
-        _insert_rejected(con, rejected, start.sync_id, practice.id)
+        _insert_rejected(con, rejected, waiting.sync_id, practice.id)
         con.register("found_discrepancies", found)
         con.execute("INSERT INTO balance_discrepancies SELECT * FROM found_discrepancies")
         sync_runs.finish(
-            con, start.sync_id, status="success", counts=counts, finished_at=finished_at,
+            con, waiting.sync_id, status="success", counts=counts, finished_at=finished_at,
             fresh_until=until, snapshot_id=snapshot_dir.name,
         )
 
-    publish(layout, working_db, practice.id, snapshot_dir, record=record, sync_id=start.sync_id)
-    log.info("practice %s: published %d accounts (sync %s)", practice.id, accounts, start.sync_id)
+    publish(layout, working_db, practice.id, snapshot_dir, record=record, sync_id=waiting.sync_id)
+    log.info("practice %s: published %d accounts (sync %s)", practice.id, accounts,
+             waiting.sync_id)
     return SyncOutcome(
         practice_id=practice.id,
-        sync_id=start.sync_id,
-        as_of_date=start.as_of,
-        started_at=start.started_at,
+        sync_id=waiting.sync_id,
+        as_of_date=waiting.as_of_date,
+        started_at=waiting.started_at,
         finished_at=finished_at,
         snapshot_id=snapshot_dir.name,
-        extract=extract,
+        counts=waiting.counts,
         accounts=accounts,
         fresh_until=until,
         summary=summary,
         discrepancies=discrepancies,
-        duration_seconds=time.monotonic() - start.clock,
     )
 
 
@@ -244,36 +365,12 @@ def sync_practice(
     dagster_run_id: str | None = None,
     progress: ProgressCallback | None = None,
 ) -> SyncOutcome:
-    """Sync one practice end to end and publish it atomically. Raises `SyncFailed`."""
-    working_db = WorkingDatabase(layout)
-    ensure_analyst_warehouse(layout)
-    with practice_lock(layout, practice.id):
-        start = _begin(practice, layout, working_db, dagster_run_id)
-        staging = StagingDatabase(layout.staging_dir(practice.id), start.sync_id)
-        client: OpenDentalClient | None = None
-        try:
-            client = _client_for(practice)
-            return _extract_transform_publish(
-                practice, layout, working_db, start, staging, client, progress
-            )
-        except BaseException as error:
-            message = one_line_error(error, practice)
-            try:
-                _record_failure(
-                    layout, working_db, practice, start.sync_id, staging, client, message
-                )
-            except Exception as recording_error:  # the next sync marks this one abandoned
-                log.error(
-                    "practice %s: could not record the failure of sync %s: %s", practice.id,
-                    start.sync_id, type(recording_error).__name__,
-                )
-            if isinstance(error, Exception):
-                raise SyncFailed(message, start.sync_id) from None
-            raise
-        finally:
-            if client is not None:
-                client.close()
-            staging.remove()
+    """Both steps, one after the other: extract, then transform and publish."""
+    clock = time.monotonic()
+    extract_practice(practice, layout, dagster_run_id=dagster_run_id, progress=progress)
+    outcome = publish_practice(practice, layout, dagster_run_id=dagster_run_id)
+    outcome.duration_seconds = time.monotonic() - clock
+    return outcome
 
 
 def _insert_rejected(
@@ -293,32 +390,28 @@ def _record_failure(
     practice: Practice,
     sync_id: str,
     staging: StagingDatabase,
-    client: OpenDentalClient | None,
+    counts: sync_runs.SyncCounts,
     message: str,
+    error_class: str,
 ) -> None:
     """Mark the sync failed and republish the practice's state around its unchanged data."""
     try:
         rejected = _arrow(staging.con, "SELECT * FROM stg_rejected_rows")
-        extracted = sum(staging.counts.values())
+        counts = sync_runs.SyncCounts(
+            rows_extracted=sum(staging.counts.values()) or None, rows_rejected=len(rejected),
+            requests=counts.requests, retries=counts.retries,
+        )
     except duckdb.Error:
-        rejected, extracted = None, None
-    stats = client.stats if client is not None else None
-    counts = sync_runs.SyncCounts(
-        rows_extracted=extracted,
-        rows_rejected=len(rejected) if rejected is not None else None,
-        requests=stats.requests if stats else None,
-        retries=stats.retries if stats else None,
-    )
+        rejected = None
 
     def record(con: duckdb.DuckDBPyConnection) -> None:
         if rejected is not None:
             _insert_rejected(con, rejected, sync_id, practice.id)
         sync_runs.finish(
             con, sync_id, status="failed", counts=counts, finished_at=datetime.now(UTC),
-            error=message,
+            error=message, error_class=error_class,
         )
 
-    store = SnapshotStore(layout)
-    snapshot_dir = store.create(practice.id)
+    snapshot_dir = SnapshotStore(layout).create(practice.id)
     publish(layout, working_db, practice.id, snapshot_dir, record=record)
     log.error("practice %s: sync %s failed: %s", practice.id, sync_id, message)

@@ -75,6 +75,7 @@ RELATIONS: dict[str, list[tuple[str, str]]] = {
         ("retries", "BIGINT"),
         ("error", "VARCHAR"),
         ("fresh_until", "TIMESTAMPTZ"),
+        ("error_class", "VARCHAR"),
     ],
     "rejected_rows": [
         ("sync_id", "VARCHAR"),

@@ -74,6 +74,16 @@ class StagingDatabase:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = folder / f"{sync_id}.duckdb"
         self.con = duckdb.connect(str(self.path))
+        self._create_tables()
+
+    @classmethod
+    def open(cls, path: Path) -> StagingDatabase:
+        """Reopen a staging file an earlier step wrote (the extract waiting to be published)."""
+        if not path.is_file():
+            raise FileNotFoundError(f"staging file {path.name} is gone")
+        return cls(path.parent, path.stem)
+
+    def _create_tables(self) -> None:
         for table, schema in STAGING_TABLES.values():
             columns = ", ".join(f"{f.name} {_arrow_type_sql(f.type)}" for f in schema)
             self.con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")

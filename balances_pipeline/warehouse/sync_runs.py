@@ -1,4 +1,9 @@
-"""`sync_runs`: one row per sync attempt, in the working database."""
+"""`sync_runs`: one row per sync attempt, in the working database.
+
+A running sync is in one of three phases: `extracting` (reading the source into its
+staging file), `extracted` (waiting to be published), `publishing`. A row left `running`
+by a dead process is failed by the next sync of the practice (`abandon_unfinished`).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from datetime import date, datetime
 import duckdb
 
 ABANDONED = "abandoned: the sync stopped before finishing (killed or crashed)"
+SUPERSEDED = "superseded: a newer sync started before this extract was published"
 
 
 @dataclass(frozen=True)
@@ -17,6 +23,16 @@ class SyncCounts:
     rows_rejected: int | None = None
     requests: int | None = None
     retries: int | None = None
+    pages: int | None = None
+
+
+@dataclass(frozen=True)
+class WaitingExtract:
+    sync_id: str
+    as_of_date: date
+    started_at: datetime
+    staging_file: str
+    counts: SyncCounts
 
 
 def start(
@@ -32,19 +48,54 @@ def start(
 ) -> None:
     con.execute(
         "INSERT INTO sync_runs (sync_id, practice_id, dagster_run_id, as_of_date, mode,"
-        " source_mode, started_at, status) VALUES (?, ?, ?, ?, ?, ?, ?, 'running')",
+        " source_mode, started_at, status, phase) VALUES (?, ?, ?, ?, ?, ?, ?, 'running',"
+        " 'extracting')",
         [sync_id, practice_id, dagster_run_id, as_of_date, mode, source_mode, started_at],
     )
 
 
-def mark_abandoned(con: duckdb.DuckDBPyConnection, practice_id: str) -> list[str]:
+def abandon_unfinished(con: duckdb.DuckDBPyConnection, practice_id: str) -> list[str]:
     """Fail the practice's `running` rows: call only while holding its sync lock."""
     rows = con.execute(
-        "UPDATE sync_runs SET status = 'failed', error = ?, finished_at = current_timestamp"
+        "UPDATE sync_runs SET status = 'failed', finished_at = current_timestamp,"
+        " error = CASE WHEN phase = 'extracted' THEN ? ELSE ? END,"
+        " error_class = CASE WHEN phase = 'extracted' THEN 'Superseded' ELSE 'Abandoned' END"
         " WHERE practice_id = ? AND status = 'running' RETURNING sync_id",
-        [ABANDONED, practice_id],
+        [SUPERSEDED, ABANDONED, practice_id],
     ).fetchall()
     return [row[0] for row in rows]
+
+
+def mark_extracted(
+    con: duckdb.DuckDBPyConnection, sync_id: str, counts: SyncCounts, staging_file: str
+) -> None:
+    con.execute(
+        "UPDATE sync_runs SET phase = 'extracted', rows_extracted = ?, rows_rejected = ?,"
+        " requests = ?, retries = ?, pages = ?, staging_file = ? WHERE sync_id = ?",
+        [counts.rows_extracted, counts.rows_rejected, counts.requests, counts.retries,
+         counts.pages, staging_file, sync_id],
+    )
+
+
+def claim_waiting_extract(
+    con: duckdb.DuckDBPyConnection, practice_id: str
+) -> WaitingExtract | None:
+    """The practice's newest extract waiting to be published, now marked `publishing`."""
+    row = con.execute(
+        "SELECT sync_id, as_of_date, started_at, staging_file, rows_extracted, rows_rejected,"
+        " requests, retries, pages FROM sync_runs"
+        " WHERE practice_id = ? AND status = 'running' AND phase = 'extracted'"
+        " ORDER BY started_at DESC LIMIT 1",
+        [practice_id],
+    ).fetchone()
+    if row is None:
+        return None
+    con.execute("UPDATE sync_runs SET phase = 'publishing' WHERE sync_id = ?", [row[0]])
+    return WaitingExtract(
+        sync_id=row[0], as_of_date=row[1], started_at=row[2], staging_file=row[3],
+        counts=SyncCounts(rows_extracted=row[4], rows_rejected=row[5], requests=row[6],
+                          retries=row[7], pages=row[8]),
+    )
 
 
 def finish(
@@ -55,15 +106,20 @@ def finish(
     counts: SyncCounts,
     finished_at: datetime,
     error: str | None = None,
+    error_class: str | None = None,
     fresh_until: datetime | None = None,
     snapshot_id: str | None = None,
 ) -> None:
+    """Record the end of a sync; counts left as None keep what the row already has."""
     con.execute(
-        "UPDATE sync_runs SET status = ?, finished_at = ?, accounts = ?, rows_extracted = ?,"
-        " rows_rejected = ?, requests = ?, retries = ?, error = ?, fresh_until = ?,"
-        " snapshot_id = ? WHERE sync_id = ?",
+        "UPDATE sync_runs SET status = ?, phase = NULL, finished_at = ?,"
+        " accounts = coalesce(?, accounts), rows_extracted = coalesce(?, rows_extracted),"
+        " rows_rejected = coalesce(?, rows_rejected), requests = coalesce(?, requests),"
+        " retries = coalesce(?, retries), pages = coalesce(?, pages), error = ?,"
+        " error_class = ?, fresh_until = ?, snapshot_id = ? WHERE sync_id = ?",
         [
             status, finished_at, counts.accounts, counts.rows_extracted, counts.rows_rejected,
-            counts.requests, counts.retries, error, fresh_until, snapshot_id, sync_id,
+            counts.requests, counts.retries, counts.pages, error, error_class, fresh_until,
+            snapshot_id, sync_id,
         ],
     )

@@ -1,0 +1,88 @@
+"""Sensors: report failed practice syncs, and practices whose data went stale."""
+
+import json
+from datetime import UTC, datetime
+
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckSeverity,
+    AssetKey,
+    DefaultSensorStatus,
+    RunFailureSensorContext,
+    SensorEvaluationContext,
+    SensorResult,
+    run_failure_sensor,
+    sensor,
+)
+
+from balances_pipeline.alerts import new_alert, post_alert
+from balances_pipeline.defs.checks import FRESH
+from balances_pipeline.defs.resources import BalancesWarehouse
+from balances_pipeline.sync.freshness import stale_practices
+
+STALE_CHECK_INTERVAL_SECONDS = 300
+
+
+def _failed_sync_error_class(
+    context: RunFailureSensorContext, warehouse: BalancesWarehouse
+) -> str:
+    rows = warehouse.analyst_query(
+        "SELECT error_class FROM sync_runs WHERE dagster_run_id = ? AND status = 'failed'"
+        " ORDER BY started_at DESC LIMIT 1",
+        [context.dagster_run.run_id],
+    )
+    if rows and rows[0][0]:
+        return rows[0][0]
+    error = getattr(context.failure_event.event_specific_data, "error", None)
+    return getattr(error, "cls_name", None) or "RunFailure"
+
+
+@run_failure_sensor(
+    name="report_failed_syncs",
+    default_status=DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=15,
+    description="One log line per failed practice sync, and a webhook post when configured.",
+)
+def report_failed_syncs(context: RunFailureSensorContext, warehouse: BalancesWarehouse) -> None:
+    practice_id = context.dagster_run.tags.get("dagster/partition")
+    if not practice_id:
+        return
+    alert = new_alert(
+        "sync_failed", practice_id, context.dagster_run.run_id,
+        _failed_sync_error_class(context, warehouse),
+    )
+    context.log.error(alert.line())
+    post_alert(alert)
+
+
+@sensor(
+    name="report_stale_practices",
+    default_status=DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=STALE_CHECK_INTERVAL_SECONDS,
+    description="Fails the `fresh` check of a practice whose data is past its fresh_until.",
+)
+def report_stale_practices(
+    context: SensorEvaluationContext, warehouse: BalancesWarehouse
+) -> SensorResult:
+    latest = dict(warehouse.analyst_query(
+        "SELECT practice_id, max(fresh_until) FROM sync_runs WHERE status = 'success'"
+        " GROUP BY practice_id"
+    ))
+    stale = stale_practices(latest, warehouse.practices().ids, datetime.now(UTC))
+    reported = set(json.loads(context.cursor)) if context.cursor else set()
+    evaluations = []
+    for practice_id in sorted(set(stale) - reported):
+        alert = new_alert("stale", practice_id, None, "Stale")
+        context.log.error(f"{alert.line()} fresh_until={stale[practice_id].isoformat()}")
+        post_alert(alert)
+        evaluations.append(
+            AssetCheckEvaluation(
+                asset_key=AssetKey("aging_summary"),
+                check_name=FRESH,
+                passed=False,
+                partition=practice_id,
+                severity=AssetCheckSeverity.ERROR,
+                metadata={"fresh_until": stale[practice_id].isoformat()},
+            )
+        )
+    return SensorResult(asset_events=evaluations, cursor=json.dumps(sorted(stale)))
