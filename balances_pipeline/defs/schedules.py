@@ -17,7 +17,7 @@ from dagster import (
 from dagster._core.definitions.unresolved_asset_job_definition import (
     UnresolvedAssetJobDefinition,
 )
-from dagster._utils.schedules import get_next_cron_tick
+from dagster._utils.schedules import cron_string_iterator
 
 from balances_pipeline.config import Practice, PracticesFile
 
@@ -27,10 +27,17 @@ def schedule_name(practice: Practice) -> str:
 
 
 def is_due(practice: Practice, when: datetime) -> bool:
-    """True when `when` is one of the practice's ticks (local time, DST-aware)."""
-    previous = when - timedelta(seconds=1)
-    tick = get_next_cron_tick(practice.sync.cron_expression, previous, practice.timezone)
-    return tick.timestamp() == when.timestamp()
+    """True when `when` is one of the practice's ticks (local time, DST-aware).
+
+    Walks Dagster's own tick iterator from a day before: `get_next_cron_tick` answers the
+    first 01:15 again when asked just before the repeated 01:15 of a fall-back night.
+    """
+    start = (when - timedelta(hours=25)).timestamp()
+    ticks = cron_string_iterator(start, practice.sync.cron_expression, practice.timezone)
+    for tick in ticks:
+        if tick.timestamp() >= when.timestamp():
+            return tick.timestamp() == when.timestamp()
+    return False
 
 
 def build_schedule(practice: Practice, job: UnresolvedAssetJobDefinition) -> ScheduleDefinition:

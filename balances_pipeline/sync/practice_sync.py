@@ -55,7 +55,11 @@ class SyncFailed(RuntimeError):
     """The sync failed; the message is one line, names the practice, holds no secret."""
 
     def __init__(
-        self, message: str, sync_id: str | None = None, error_class: str = "", transient: bool = False
+        self,
+        message: str,
+        sync_id: str | None = None,
+        error_class: str = "",
+        transient: bool = False,
     ) -> None:
         super().__init__(message)
         self.sync_id = sync_id
