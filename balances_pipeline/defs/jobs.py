@@ -12,6 +12,5 @@ def build_sync_job(partitions_def: PartitionsDefinition) -> UnresolvedAssetJobDe
     return define_asset_job(
         SYNC_JOB,
         selection=AssetSelection.groups("balances"),
-        partitions_def=partitions_def,
         description="Sync one practice: extract, balances, overrides, summary.",
     )

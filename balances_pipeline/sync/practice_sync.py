@@ -34,11 +34,16 @@ from balances_pipeline.sync.as_of import resolve_as_of
 from balances_pipeline.sync.balances import build_account_balances, find_discrepancies
 from balances_pipeline.sync.extract import ExtractResult, ProgressCallback, extract_aging_report
 from balances_pipeline.sync.freshness import fresh_until
-from balances_pipeline.sync.overrides import build_outstanding_balances
+from balances_pipeline.sync.overrides import (
+    build_outstanding_balances,
+    reconcile_overrides,
+    still_active,
+)
 from balances_pipeline.sync.summary import build_aging_summary
-from balances_pipeline.warehouse import sync_runs
+from balances_pipeline.warehouse import override_store, sync_runs
 from balances_pipeline.warehouse.analyst import ensure_analyst_warehouse
-from balances_pipeline.warehouse.publish import practice_lock, publish, reconcile
+from balances_pipeline.warehouse.override_store import OverrideEvent
+from balances_pipeline.warehouse.publish import extract_lock, practice_lock, publish, reconcile
 from balances_pipeline.warehouse.relations import DATA_RELATIONS
 from balances_pipeline.warehouse.snapshots import SnapshotStore, copy_to_parquet, sql_literal
 from balances_pipeline.warehouse.staging import StagingDatabase, remove_stale_staging
@@ -94,6 +99,7 @@ class SyncOutcome:
     fresh_until: datetime
     summary: dict[str, Any]
     discrepancies: dict[str, int] = field(default_factory=dict)
+    overrides: dict[str, int] = field(default_factory=dict)
     duration_seconds: float = 0.0
 
 
@@ -185,15 +191,15 @@ def _begin(
         started_at=started_at,
         clock=time.monotonic(),
     )
-    reconcile(layout, working_db, practice.id)
     source_mode = getattr(practice.source, "mode", "aging_report")
     with working_db.transaction() as con:
-        unfinished = sync_runs.abandon_unfinished(con, practice.id)
+        unfinished = sync_runs.abandon_unfinished(con, practice.id, ("extracting", "extracted"))
         sync_runs.start(
             con, sync_id=start.sync_id, practice_id=practice.id, dagster_run_id=dagster_run_id,
             as_of_date=start.as_of, mode="full", source_mode=source_mode, started_at=started_at,
         )
-    remove_stale_staging(layout.staging_dir(practice.id))
+        live = sync_runs.live_staging_files(con, practice.id)
+    remove_stale_staging(layout.staging_dir(practice.id), keep=live)
     if unfinished:
         log.warning("practice %s: failed %d unfinished sync(s)", practice.id, len(unfinished))
     return start
@@ -239,7 +245,7 @@ def extract_practice(
     """Read the practice's source into a staging file that waits for `publish_practice`."""
     working_db = WorkingDatabase(layout)
     ensure_analyst_warehouse(layout)
-    with practice_lock(layout, practice.id):
+    with extract_lock(layout, practice.id):
         start = _begin(practice, layout, working_db, dagster_run_id)
         staging = StagingDatabase(layout.staging_dir(practice.id), start.sync_id)
         client: list[OpenDentalClient] = []
@@ -287,18 +293,20 @@ def _counts(extract: ExtractResult) -> sync_runs.SyncCounts:
 def publish_practice(
     practice: Practice, layout: Layout, *, dagster_run_id: str | None = None
 ) -> SyncOutcome:
-    """Transform the practice's waiting extract and publish it atomically."""
+    """Transform the practice's waiting extract and publish it atomically.
+
+    With no extract waiting, recompute the derived relations from the published balances
+    (the overrides step onwards): what re-materializing the balances step alone means.
+    """
     working_db = WorkingDatabase(layout)
     clock = time.monotonic()
     with practice_lock(layout, practice.id):
+        reconcile(layout, working_db, practice.id)
         with working_db.transaction() as con:
+            sync_runs.abandon_unfinished(con, practice.id, ("publishing",))
             waiting = sync_runs.claim_waiting_extract(con, practice.id)
         if waiting is None:
-            raise NothingToPublish(
-                f"practice {practice.id}: no extract is waiting to be published; "
-                "materialize source_extract first",
-                error_class="NothingToPublish",
-            )
+            return recompute_practice(practice, layout)
         staging = StagingDatabase.open(Path(waiting.staging_file))
         outcome = _guarded(
             practice, layout, working_db, waiting.sync_id, staging,
@@ -320,7 +328,11 @@ def _transform_and_publish(
     params = _transform_params(practice, waiting.sync_id, waiting.as_of_date, waiting.started_at)
     accounts = build_account_balances(staging.con, params)
     find_discrepancies(staging.con, params)
-    build_outstanding_balances(staging.con, params)
+    with working_db.connect() as con:
+        active = override_store.active_overrides(con, practice.id)
+    override_events = reconcile_overrides(staging.con, active, waiting.sync_id)
+    applied = still_active(active, override_events)
+    build_outstanding_balances(staging.con, params, applied)
     summary = build_aging_summary(staging.con, params)
     discrepancies = dict(
         staging.con.execute('SELECT "check", count(*) FROM balance_discrepancies GROUP BY 1')
@@ -336,6 +348,7 @@ def _transform_and_publish(
     counts = sync_runs.SyncCounts(accounts=accounts)
 
     def record(con: duckdb.DuckDBPyConnection) -> None:
+        override_store.append_events(con, override_events)
         _insert_rejected(con, rejected, waiting.sync_id, practice.id)
         con.register("found_discrepancies", found)
         con.execute("INSERT INTO balance_discrepancies SELECT * FROM found_discrepancies")
@@ -359,6 +372,73 @@ def _transform_and_publish(
         fresh_until=until,
         summary=summary,
         discrepancies=discrepancies,
+        overrides=_override_counts(len(applied), override_events),
+    )
+
+
+def _override_counts(applied: int, events: list[OverrideEvent]) -> dict[str, int]:
+    counts = {"active": applied, "superseded": 0, "expired": 0}
+    for event in events:
+        counts[event.event] = counts.get(event.event, 0) + 1
+    return counts
+
+
+def recompute_practice(
+    practice: Practice, layout: Layout, *, events: list[OverrideEvent] | None = None
+) -> SyncOutcome:
+    """Recompute outstanding_balances and aging_summary from the published account_balances
+    and the active overrides, committing `events` in the same step as the publish.
+
+    Used after an override is set or cleared, and by a balances step with no new extract.
+    """
+    working_db = WorkingDatabase(layout)
+    events = events or []
+    store = SnapshotStore(layout)
+    with practice_lock(layout, practice.id):
+        current = store.current_dir(practice.id)
+        if current is None or not (current / "account_balances.parquet").exists():
+            raise NothingToPublish(
+                f"practice {practice.id}: no synced balances yet; materialize source_extract",
+                error_class="NothingToPublish",
+            )
+        with working_db.connect() as con:
+            [sync] = con.execute(
+                "SELECT sync_id, as_of_date, started_at, rows_extracted, rows_rejected,"
+                " requests, retries, pages, fresh_until FROM sync_runs"
+                " WHERE snapshot_id IS NOT NULL AND practice_id = ? AND status = 'success'"
+                " ORDER BY started_at DESC LIMIT 1",
+                [practice.id],
+            ).fetchall()
+            con.execute("BEGIN TRANSACTION")
+            override_store.append_events(con, events)
+            active = override_store.active_overrides(con, practice.id)
+            con.execute("ROLLBACK")
+        work = duckdb.connect()
+        try:
+            work.execute(
+                "CREATE TABLE account_balances AS SELECT * FROM read_parquet(?)",
+                [str(current / "account_balances.parquet")],
+            )
+            params = _transform_params(practice, sync[0], sync[1], sync[2])
+            accounts = build_outstanding_balances(work, params, active)
+            summary = build_aging_summary(work, params)
+            snapshot_dir = store.create(practice.id)
+            for relation in ("outstanding_balances", "aging_summary"):
+                copy_to_parquet(
+                    work, relation, f"SELECT * FROM {relation}",  # noqa: S608
+                    snapshot_dir / f"{relation}.parquet",
+                )
+        finally:
+            work.close()
+        publish(
+            layout, working_db, practice.id, snapshot_dir,
+            record=lambda con: override_store.append_events(con, events), sync_id=sync[0],
+        )
+    return SyncOutcome(
+        practice_id=practice.id, sync_id=sync[0], as_of_date=sync[1], started_at=sync[2],
+        finished_at=datetime.now(UTC), snapshot_id=snapshot_dir.name,
+        counts=sync_runs.SyncCounts(*sync[3:8]), accounts=accounts, fresh_until=sync[8],
+        summary=summary, discrepancies={}, overrides={"active": len(active)},
     )
 
 

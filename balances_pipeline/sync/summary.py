@@ -18,4 +18,4 @@ def build_aging_summary(con: duckdb.DuckDBPyConnection, params: dict[str, Any]) 
     create_table_from_sql(con, "aging_summary", "aging_summary", params)
     cursor = con.execute("SELECT * FROM aging_summary")
     names = [column[0] for column in cursor.description]
-    return dict(zip(names, cursor.fetchone(), strict=True))
+    return dict(zip(names, cursor.fetchall()[0], strict=True))

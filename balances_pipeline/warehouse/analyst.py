@@ -14,11 +14,12 @@ import uuid
 import duckdb
 
 from balances_pipeline.home import Layout
-from balances_pipeline.warehouse.relations import RELATIONS, select_list
+from balances_pipeline.warehouse.relations import DERIVED_VIEWS, RELATIONS, select_list
 from balances_pipeline.warehouse.snapshots import SnapshotStore, sql_literal
+from balances_pipeline.warehouse.sql_files import load_sql
 
 # Bump when a relation's columns or a view's definition changes.
-ANALYST_SCHEMA_VERSION = 1
+ANALYST_SCHEMA_VERSION = 2
 
 
 def _fingerprint(layout: Layout) -> str:
@@ -33,8 +34,8 @@ def _current_fingerprint(layout: Layout) -> str | None:
     except duckdb.Error:
         return None
     try:
-        row = con.execute("SELECT fingerprint FROM warehouse_info").fetchone()
-        return row[0] if row else None
+        rows = con.execute("SELECT fingerprint FROM warehouse_info").fetchall()
+        return rows[0][0] if rows else None
     except duckdb.Error:
         return None
     finally:
@@ -59,6 +60,8 @@ def ensure_analyst_warehouse(layout: Layout) -> bool:
     try:
         for relation in RELATIONS:
             con.execute(view_sql(layout, relation))
+        for view in DERIVED_VIEWS:
+            con.execute(f"CREATE VIEW {view} AS {load_sql(view)}")
         con.execute(
             "CREATE TABLE warehouse_info AS SELECT ? AS fingerprint, ? AS schema_version, "
             "current_timestamp AS built_at",

@@ -33,14 +33,29 @@ _STATE_QUERIES = {
         "SELECT d.* FROM balance_discrepancies d JOIN sync_runs s USING (sync_id)"
         " WHERE d.practice_id = ? ORDER BY s.started_at, d.account_id, d.\"check\""
     ),
+    "override_events": "SELECT * FROM override_events WHERE practice_id = ? ORDER BY sequence",
 }
 
 
+_LOCKS: dict[Path, FileLock] = {}
+
+
+def _lock(path: Path) -> FileLock:
+    # One instance per file in a process, so a holder can re-enter it (FileLock counts).
+    if path not in _LOCKS:
+        _LOCKS[path] = FileLock(path, timeout=PRACTICE_LOCK_TIMEOUT_SECONDS)
+    return _LOCKS[path]
+
+
 def practice_lock(layout: Layout, practice_id: str) -> FileLock:
-    """Serializes everything that publishes one practice (syncs, recomputes), across processes."""
-    return FileLock(
-        layout.locks_dir / f"practice-{practice_id}.lock", timeout=PRACTICE_LOCK_TIMEOUT_SECONDS
-    )
+    """Serializes everything that publishes one practice (the publish step of syncs,
+    overrides, blocks, recomputes), across processes. Held for seconds, not minutes."""
+    return _lock(layout.locks_dir / f"practice-{practice_id}.lock")
+
+
+def extract_lock(layout: Layout, practice_id: str) -> FileLock:
+    """Held for the whole extraction of a practice: one extraction of it at a time."""
+    return _lock(layout.locks_dir / f"extract-{practice_id}.lock")
 
 
 def export_state(con: duckdb.DuckDBPyConnection, practice_id: str, snapshot_dir: Path) -> None:
@@ -82,9 +97,10 @@ def publish(
 def reconcile(layout: Layout, working_db: WorkingDatabase, practice_id: str) -> bool:
     """Point the symlink at the snapshot the working database says is published."""
     with working_db.connect() as con:
-        row = con.execute(
+        rows = con.execute(
             "SELECT snapshot_id FROM published_snapshots WHERE practice_id = ?", [practice_id]
-        ).fetchone()
+        ).fetchall()
+    row = rows[0] if rows else None
     store = SnapshotStore(layout)
     if row is None or store.current_id(practice_id) == row[0]:
         return False

@@ -85,6 +85,24 @@ RELATIONS: dict[str, list[tuple[str, str]]] = {
         ("reason", "VARCHAR"),
         ("raw", "VARCHAR"),
     ],
+    "override_events": [
+        ("event_id", "VARCHAR"),
+        ("override_id", "VARCHAR"),
+        ("practice_id", "VARCHAR"),
+        ("account_id", "VARCHAR"),
+        ("event", "VARCHAR"),
+        ("patient_portion", MONEY),
+        ("insurance_portion", MONEY),
+        ("base_patient_portion", MONEY),
+        ("base_insurance_portion", MONEY),
+        ("reason", "VARCHAR"),
+        ("actor", "VARCHAR"),
+        ("created_at", "TIMESTAMPTZ"),
+        ("sync_id", "VARCHAR"),
+        ("synced_patient_portion", MONEY),
+        ("synced_insurance_portion", MONEY),
+        ("sequence", "BIGINT"),
+    ],
     "balance_discrepancies": [
         ("sync_id", "VARCHAR"),
         ("practice_id", "VARCHAR"),
@@ -99,7 +117,9 @@ RELATIONS: dict[str, list[tuple[str, str]]] = {
 # Relations computed by a sync from the source (the practice's data files).
 DATA_RELATIONS = ("account_balances", "outstanding_balances", "aging_summary")
 # Relations exported from the working database's state at every publish.
-STATE_RELATIONS = ("sync_runs", "rejected_rows", "balance_discrepancies")
+STATE_RELATIONS = ("sync_runs", "rejected_rows", "balance_discrepancies", "override_events")
+# Views analysts get on top of the relations above, defined by a SQL file each.
+DERIVED_VIEWS = ("active_overrides", "override_conflicts")
 
 
 def quoted(column: str) -> str:

@@ -23,4 +23,4 @@ def create_table_from_sql(
     sql = load_sql(sql_name)
     used = {key: value for key, value in params.items() if f"${key}" in sql}
     con.execute(f"CREATE OR REPLACE TABLE {table} AS {sql}", used)  # noqa: S608
-    return con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608
+    return con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]  # noqa: S608

@@ -8,7 +8,6 @@ stays bounded by one page whatever the practice's size.
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
 
 import duckdb
@@ -119,11 +118,13 @@ class StagingDatabase:
             path.unlink(missing_ok=True)
 
 
-def remove_stale_staging(folder: Path) -> int:
-    """Delete leftovers of killed syncs (call only while holding the practice's sync lock)."""
+def remove_stale_staging(folder: Path, keep: set[str]) -> int:
+    """Delete staging files of dead syncs: every file of the folder not in `keep`."""
     if not folder.is_dir():
         return 0
-    count = len(list(folder.iterdir()))
-    shutil.rmtree(folder, ignore_errors=True)
-    return count
-
+    removed = 0
+    for path in folder.iterdir():
+        if str(path) not in keep and str(path).removesuffix(".wal") not in keep:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed

@@ -54,16 +54,32 @@ def start(
     )
 
 
-def abandon_unfinished(con: duckdb.DuckDBPyConnection, practice_id: str) -> list[str]:
-    """Fail the practice's `running` rows: call only while holding its sync lock."""
+def abandon_unfinished(
+    con: duckdb.DuckDBPyConnection, practice_id: str, phases: tuple[str, ...]
+) -> list[str]:
+    """Fail the practice's `running` rows in these phases, returning their staging files.
+
+    Call only while holding the lock that every live sync in those phases holds (the
+    extract lock for `extracting`/`extracted`, the publish lock for `publishing`).
+    """
     rows = con.execute(
         "UPDATE sync_runs SET status = 'failed', finished_at = current_timestamp,"
         " error = CASE WHEN phase = 'extracted' THEN ? ELSE ? END,"
         " error_class = CASE WHEN phase = 'extracted' THEN 'Superseded' ELSE 'Abandoned' END"
-        " WHERE practice_id = ? AND status = 'running' RETURNING sync_id",
-        [SUPERSEDED, ABANDONED, practice_id],
+        " WHERE practice_id = ? AND status = 'running' AND list_contains(?, phase)"
+        " RETURNING staging_file",
+        [SUPERSEDED, ABANDONED, practice_id, list(phases)],
     ).fetchall()
-    return [row[0] for row in rows]
+    return [row[0] for row in rows if row[0]]
+
+
+def live_staging_files(con: duckdb.DuckDBPyConnection, practice_id: str) -> set[str]:
+    rows = con.execute(
+        "SELECT staging_file FROM sync_runs WHERE practice_id = ? AND status = 'running'"
+        " AND staging_file IS NOT NULL",
+        [practice_id],
+    ).fetchall()
+    return {row[0] for row in rows}
 
 
 def mark_extracted(
@@ -81,15 +97,16 @@ def claim_waiting_extract(
     con: duckdb.DuckDBPyConnection, practice_id: str
 ) -> WaitingExtract | None:
     """The practice's newest extract waiting to be published, now marked `publishing`."""
-    row = con.execute(
+    rows = con.execute(
         "SELECT sync_id, as_of_date, started_at, staging_file, rows_extracted, rows_rejected,"
         " requests, retries, pages FROM sync_runs"
         " WHERE practice_id = ? AND status = 'running' AND phase = 'extracted'"
         " ORDER BY started_at DESC LIMIT 1",
         [practice_id],
-    ).fetchone()
-    if row is None:
+    ).fetchall()
+    if not rows:
         return None
+    row = rows[0]
     con.execute("UPDATE sync_runs SET phase = 'publishing' WHERE sync_id = ?", [row[0]])
     return WaitingExtract(
         sync_id=row[0], as_of_date=row[1], started_at=row[2], staging_file=row[3],
