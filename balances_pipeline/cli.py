@@ -7,7 +7,9 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from balances_pipeline.account_detail import DetailError
 from balances_pipeline.config import PracticesFileError
+from balances_pipeline.manual_overrides import OverrideError
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -30,6 +32,83 @@ def _source_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _practices_and_layout():
+    from balances_pipeline.config import load_practices
+    from balances_pipeline.home import layout
+
+    return load_practices(), layout()
+
+
+def _override_set(args: argparse.Namespace) -> int:
+    from balances_pipeline.manual_overrides import build_request, set_overrides
+
+    practices, home = _practices_and_layout()
+    request = build_request(
+        practices, args.practice, args.account, args.patient_portion, args.insurance_portion,
+        args.reason, args.actor,
+    )
+    [result] = set_overrides(home, practices, [request])
+    replaced = result.events.count("replaced")
+    print(
+        f"override {result.override_id} set on {result.practice_id}/{result.account_id}"
+        + (f" (replaced {replaced} earlier)" if replaced else "")
+        + "; outstanding_balances and aging_summary are updated"
+    )
+    return 0
+
+
+def _override_clear(args: argparse.Namespace) -> int:
+    from balances_pipeline.manual_overrides import clear_override
+
+    practices, home = _practices_and_layout()
+    result = clear_override(home, practices, args.practice, args.account, args.reason, args.actor)
+    print(
+        f"override cleared on {result.practice_id}/{result.account_id}; "
+        "outstanding_balances and aging_summary are updated"
+    )
+    return 0
+
+
+def _override_import(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from balances_pipeline.manual_overrides import read_import_file, set_overrides
+
+    practices, home = _practices_and_layout()
+    requests, where = read_import_file(Path(args.file), practices, args.actor)
+    results = set_overrides(home, practices, requests, where=where)
+    touched = sorted({result.practice_id for result in results})
+    print(f"imported {len(results)} overrides; updated practices: {', '.join(touched)}")
+    return 0
+
+
+def _override_list(args: argparse.Namespace) -> int:
+    from balances_pipeline.account_detail import override_list
+
+    _, home = _practices_and_layout()
+    for line in override_list(home, args.practice, args.all):
+        print(line)
+    return 0
+
+
+def _account_show(args: argparse.Namespace) -> int:
+    from balances_pipeline.account_detail import account_detail
+
+    _, home = _practices_and_layout()
+    for line in account_detail(home, args.practice, args.account):
+        print(line)
+    return 0
+
+
+def _warehouse_rebuild(args: argparse.Namespace) -> int:
+    from balances_pipeline.sync.practice_sync import rebuild_published
+
+    practices, home = _practices_and_layout()
+    rebuilt = rebuild_published(home, practices)
+    print(f"rebuilt warehouse.duckdb and republished {len(rebuilt)} practice(s)")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from balances_pipeline.demo.run import run_demo
 
@@ -44,6 +123,16 @@ def _bench(args: argparse.Namespace) -> int:
     )
 
 
+def _account_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--practice", required=True)
+    parser.add_argument("--account", required=True)
+
+
+def _who_and_why(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reason", required=True, help="why (never a patient's name)")
+    parser.add_argument("--actor", required=True, help="who makes the change")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="balances", description=__doc__.split(".")[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -52,6 +141,40 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=9100, help="simulator port (default 9100)")
     demo.add_argument("--scale", type=float, default=1.0, help="multiply demo practice sizes")
     demo.set_defaults(handler=_demo)
+
+    override = commands.add_parser("override", help="manual overrides of an account's portions")
+    override_commands = override.add_subparsers(dest="override_command", required=True)
+    set_ = override_commands.add_parser("set", help="set (or replace) an account's override")
+    _account_arguments(set_)
+    set_.add_argument("--patient-portion", metavar="AMOUNT")
+    set_.add_argument("--insurance-portion", metavar="AMOUNT")
+    _who_and_why(set_)
+    set_.set_defaults(handler=_override_set)
+    clear = override_commands.add_parser("clear", help="clear an account's override")
+    _account_arguments(clear)
+    _who_and_why(clear)
+    clear.set_defaults(handler=_override_clear)
+    list_ = override_commands.add_parser("list", help="active overrides (--all: history)")
+    list_.add_argument("--practice")
+    list_.add_argument("--all", action="store_true", help="every event, not only active ones")
+    list_.set_defaults(handler=_override_list)
+    import_ = override_commands.add_parser("import", help="import overrides from a CSV file")
+    import_.add_argument("file", metavar="FILE.csv")
+    import_.add_argument("--actor", required=True)
+    import_.set_defaults(handler=_override_import)
+
+    account = commands.add_parser("account", help="accounts")
+    account_commands = account.add_subparsers(dest="account_command", required=True)
+    show = account_commands.add_parser("show", help="the account detail")
+    _account_arguments(show)
+    show.set_defaults(handler=_account_show)
+
+    warehouse = commands.add_parser("warehouse", help="the published warehouse")
+    warehouse_commands = warehouse.add_subparsers(dest="warehouse_command", required=True)
+    rebuild = warehouse_commands.add_parser(
+        "rebuild", help="rebuild warehouse.duckdb and republish every practice's snapshot"
+    )
+    rebuild.set_defaults(handler=_warehouse_rebuild)
 
     source = commands.add_parser("source", help="source connections")
     source_commands = source.add_subparsers(dest="source_command", required=True)
@@ -84,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] = getattr(args, "handler", None) or args.func
     try:
         return handler(args)
-    except (CommandError, PracticesFileError) as error:
+    except (CommandError, PracticesFileError, OverrideError, DetailError) as error:
         print(f"balances: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -13,6 +13,7 @@ from dagster import Definitions, in_process_executor
 from balances_pipeline.config import load_practices
 from balances_pipeline.defs.assets import build_sync_assets
 from balances_pipeline.defs.jobs import build_sync_job
+from balances_pipeline.defs.override_job import manual_override_job
 from balances_pipeline.defs.partitions import practice_partitions
 from balances_pipeline.defs.resources import BalancesWarehouse
 from balances_pipeline.defs.schedules import build_schedules
@@ -25,7 +26,7 @@ def build_definitions(practices_file: Path | None = None) -> Definitions:
     sync_job = build_sync_job(partitions)
     return Definitions(
         assets=build_sync_assets(partitions),
-        jobs=[sync_job],
+        jobs=[sync_job, manual_override_job],
         schedules=build_schedules(practices, sync_job),
         sensors=[report_failed_syncs, report_stale_practices],
         resources={

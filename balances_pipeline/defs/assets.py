@@ -23,7 +23,12 @@ from dagster import (
 
 from balances_pipeline.config import Practice, PracticesFileError
 from balances_pipeline.defs.checks import CHECK_SPECS, check_results
-from balances_pipeline.defs.metadata import balances_metadata, extract_metadata, summary_metadata
+from balances_pipeline.defs.metadata import (
+    balances_metadata,
+    extract_metadata,
+    override_metadata,
+    summary_metadata,
+)
 from balances_pipeline.defs.resources import BalancesWarehouse
 from balances_pipeline.sync.practice_sync import SyncFailed, extract_practice, publish_practice
 
@@ -35,6 +40,16 @@ TRANSIENT_RETRY_WAIT_SECONDS = 60
 
 BALANCE_SPECS = [
     AssetSpec(
+        "manual_overrides",
+        group_name=GROUP,
+        kinds={"duckdb"},
+        description=(
+            "Staff corrections of accounts' portions (append-only override_events). Each sync "
+            "keeps, supersedes or expires the active ones; `balances override` and the "
+            "manual_override_job add to them."
+        ),
+    ),
+    AssetSpec(
         "account_balances",
         deps=["source_extract"],
         group_name=GROUP,
@@ -43,7 +58,7 @@ BALANCE_SPECS = [
     ),
     AssetSpec(
         "outstanding_balances",
-        deps=["account_balances"],
+        deps=["account_balances", "manual_overrides"],
         group_name=GROUP,
         kinds={"duckdb"},
         description="account_balances with manual overrides applied: what every view reads.",
@@ -125,6 +140,7 @@ def build_sync_assets(partitions_def: PartitionsDefinition) -> list[AssetsDefini
             f"(sync {outcome.sync_id}, as of {outcome.as_of_date})"
         )
         yield MaterializeResult(asset_key="account_balances", metadata=balances_metadata(outcome))
+        yield MaterializeResult(asset_key="manual_overrides", metadata=override_metadata(outcome))
         yield MaterializeResult(
             asset_key="outstanding_balances", metadata=balances_metadata(outcome)
         )

@@ -9,6 +9,7 @@ from balances_pipeline.sync.practice_sync import SyncOutcome
 BUCKETS_SUM_TO_TOTAL = "buckets_sum_to_total"
 PATIENT_PORTION_MATCHES_SOURCE = "patient_portion_matches_source"
 FRESH = "fresh"
+NO_UNRESOLVED_CONFLICTS = "no_unresolved_override_conflicts"
 
 CHECK_SPECS = [
     AssetCheckSpec(
@@ -22,6 +23,14 @@ CHECK_SPECS = [
         description=(
             "Our patient portion (BalTotal - InsPayEst - InsWoEst) equals the source's "
             "PatientPortion; mismatches are listed in balance_discrepancies."
+        ),
+    ),
+    AssetCheckSpec(
+        NO_UNRESOLVED_CONFLICTS,
+        asset="manual_overrides",
+        description=(
+            "No override is waiting for review in override_conflicts (the PMS changed an "
+            "overridden account): replace or clear them."
         ),
     ),
     AssetCheckSpec(
@@ -55,6 +64,14 @@ def check_results(outcome: SyncOutcome) -> list[AssetCheckResult]:
             passed=portions == 0,
             severity=AssetCheckSeverity.WARN,
             metadata={"accounts_failing": portions, **where},
+        ),
+        AssetCheckResult(
+            asset_key="manual_overrides",
+            check_name=NO_UNRESOLVED_CONFLICTS,
+            passed=outcome.overrides.get("conflicts", 0) == 0,
+            severity=AssetCheckSeverity.WARN,
+            metadata={"unresolved_conflicts": outcome.overrides.get("conflicts", 0),
+                      "see": "override_conflicts"},
         ),
         AssetCheckResult(
             asset_key="aging_summary",

@@ -62,6 +62,8 @@ def balances_metadata(outcome: SyncOutcome) -> dict[str, Any]:
         "balance_total": money(summary["balance_total"]),
         **{name: money(summary[name]) for name in BUCKETS},
         "discrepancies": sum(outcome.discrepancies.values()),
+        "overridden_accounts": outcome.overrides.get("active", 0),
+        "override_conflicts": outcome.overrides.get("conflicts", 0),
     }
 
 
@@ -78,4 +80,15 @@ def summary_metadata(outcome: SyncOutcome) -> dict[str, Any]:
         "fresh_until": outcome.fresh_until.isoformat(),
         "aging": MetadataValue.md(aging_chart(summary)),
         "duration_seconds": round(outcome.duration_seconds, 3),
+    }
+
+
+def override_metadata(outcome: SyncOutcome) -> dict[str, Any]:
+    counts = outcome.overrides
+    return {
+        **common(outcome),
+        "active_overrides": counts.get("active", 0),
+        "superseded_by_this_sync": counts.get("superseded", 0),
+        "expired_by_this_sync": counts.get("expired", 0),
+        "unresolved_conflicts": counts.get("conflicts", 0),
     }

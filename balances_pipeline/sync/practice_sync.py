@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import duckdb
 import pyarrow as pa
 
-from balances_pipeline.config import OpenDentalSource, Practice
+from balances_pipeline.config import OpenDentalSource, Practice, PracticesFile
 from balances_pipeline.home import Layout
 from balances_pipeline.sources.errors import SourceError, TransientSourceError
 from balances_pipeline.sources.opendental import OpenDentalClient
@@ -347,8 +347,11 @@ def _transform_and_publish(
     until = fresh_until(practice, waiting.started_at)
     counts = sync_runs.SyncCounts(accounts=accounts)
 
+    conflicts: list[int] = []
+
     def record(con: duckdb.DuckDBPyConnection) -> None:
         override_store.append_events(con, override_events)
+        conflicts.append(override_store.open_conflict_count(con, practice.id))
         _insert_rejected(con, rejected, waiting.sync_id, practice.id)
         con.register("found_discrepancies", found)
         con.execute("INSERT INTO balance_discrepancies SELECT * FROM found_discrepancies")
@@ -372,7 +375,7 @@ def _transform_and_publish(
         fresh_until=until,
         summary=summary,
         discrepancies=discrepancies,
-        overrides=_override_counts(len(applied), override_events),
+        overrides=_override_counts(len(applied), override_events) | {"conflicts": conflicts[0]},
     )
 
 
@@ -430,16 +433,35 @@ def recompute_practice(
                 )
         finally:
             work.close()
-        publish(
-            layout, working_db, practice.id, snapshot_dir,
-            record=lambda con: override_store.append_events(con, events), sync_id=sync[0],
-        )
+        conflicts: list[int] = []
+
+        def record(con: duckdb.DuckDBPyConnection) -> None:
+            override_store.append_events(con, events)
+            conflicts.append(override_store.open_conflict_count(con, practice.id))
+
+        publish(layout, working_db, practice.id, snapshot_dir, record=record, sync_id=sync[0])
     return SyncOutcome(
         practice_id=practice.id, sync_id=sync[0], as_of_date=sync[1], started_at=sync[2],
         finished_at=datetime.now(UTC), snapshot_id=snapshot_dir.name,
         counts=sync_runs.SyncCounts(*sync[3:8]), accounts=accounts, fresh_until=sync[8],
-        summary=summary, discrepancies={}, overrides={"active": len(active)},
+        summary=summary, discrepancies={},
+        overrides={"active": len(active), "conflicts": conflicts[0]},
     )
+
+
+def rebuild_published(layout: Layout, practices: PracticesFile) -> list[str]:
+    """Rebuild warehouse.duckdb and republish every synced practice from the working state.
+
+    Override events, sync history and balances are read, never rewritten.
+    """
+    ensure_analyst_warehouse(layout, force=True)
+    rebuilt = []
+    for practice in practices.practices:
+        current = SnapshotStore(layout).current_dir(practice.id)
+        if current is not None and (current / "account_balances.parquet").exists():
+            recompute_practice(practice, layout)
+            rebuilt.append(practice.id)
+    return rebuilt
 
 
 def sync_practice(

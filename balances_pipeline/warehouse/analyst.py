@@ -50,10 +50,10 @@ def view_sql(layout: Layout, relation: str) -> str:
     )
 
 
-def ensure_analyst_warehouse(layout: Layout) -> bool:
+def ensure_analyst_warehouse(layout: Layout, *, force: bool = False) -> bool:
     """Build `warehouse.duckdb` if it is missing or outdated. Returns True if it was (re)built."""
     SnapshotStore(layout).ensure_schema_placeholder()
-    if _current_fingerprint(layout) == _fingerprint(layout):
+    if not force and _current_fingerprint(layout) == _fingerprint(layout):
         return False
     temporary = layout.warehouse_path.with_name(f".warehouse.{uuid.uuid4().hex}.tmp")
     con = duckdb.connect(str(temporary))

@@ -88,6 +88,14 @@ def open_override_ids(
     return [(row[0], row[1]) for row in active + conflicts]
 
 
+def open_conflict_count(con: duckdb.DuckDBPyConnection, practice_id: str) -> int:
+    return con.execute(
+        f"SELECT count(*) FROM ({load_sql('override_conflicts')})"  # noqa: S608
+        " WHERE practice_id = ?",
+        [practice_id],
+    ).fetchall()[0][0]
+
+
 def events_from_arrow(table: pa.Table) -> list[OverrideEvent]:
     return [OverrideEvent(**{name: row.get(name) for name in EVENT_COLUMNS})
             for row in table.to_pylist()]
