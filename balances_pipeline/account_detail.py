@@ -98,6 +98,30 @@ def account_detail(layout: Layout, practice_id: str, account_id: str) -> list[st
             f" by {e['actor']}" + (f" (sync {e['sync_id']})" if e["sync_id"] else "")
             for e in history
         ]
+    blocks = _query(
+        layout,
+        "SELECT * FROM account_blocks WHERE practice_id = ? AND account_id = ? ORDER BY sequence",
+        [practice_id, account_id],
+    )
+    if blocks:
+        latest = blocks[-1]
+        state = "BLOCKED from collection rules" if latest["blocked"] else "not blocked"
+        lines.append(f"  {state} (by {latest['actor']} at {latest['created_at']:%Y-%m-%d %H:%M}:"
+                     f" {latest['reason']})")
+    decisions = _query(
+        layout,
+        "SELECT 'targeted' AS kind, rule_id, action AS what, reason AS why, as_of_date"
+        " FROM collection_targets WHERE practice_id = ? AND account_id = ?"
+        " UNION ALL SELECT 'excluded', rule_id, exclusion, detail, as_of_date"
+        " FROM collection_exclusions WHERE practice_id = ? AND account_id = ?",
+        [practice_id, account_id, practice_id, account_id],
+    )
+    if decisions:
+        d = decisions[0]
+        lines.append(f"  collection decision ({d['as_of_date']}): {d['kind']} by rule "
+                     f"{d['rule_id']}: {d['what']} ({d['why']})")
+    else:
+        lines.append("  collection decision: no rule matched")
     return lines
 
 

@@ -109,6 +109,19 @@ def _warehouse_rebuild(args: argparse.Namespace) -> int:
     return 0
 
 
+def _block(args: argparse.Namespace) -> int:
+    from balances_pipeline.account_blocks import set_block
+
+    practices, home = _practices_and_layout()
+    blocked = args.block_command == "set"
+    result = set_block(home, practices, args.practice, args.account, blocked, args.reason,
+                       args.actor)
+    state = "blocked from" if blocked else "unblocked for"
+    print(f"account {result.practice_id}/{result.account_id} {state} collection rules; "
+          + (result.warning or "collection targets are re-evaluated"))
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from balances_pipeline.demo.run import run_demo
 
@@ -162,6 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
     import_.add_argument("file", metavar="FILE.csv")
     import_.add_argument("--actor", required=True)
     import_.set_defaults(handler=_override_import)
+
+    block = commands.add_parser("block", help="exclude an account from all collection rules")
+    block_commands = block.add_subparsers(dest="block_command", required=True)
+    for name, help_text in (("set", "block the account"), ("clear", "lift the block")):
+        command = block_commands.add_parser(name, help=help_text)
+        _account_arguments(command)
+        _who_and_why(command)
+        command.set_defaults(handler=_block)
 
     account = commands.add_parser("account", help="accounts")
     account_commands = account.add_subparsers(dest="account_command", required=True)

@@ -130,7 +130,9 @@ Source = Annotated[OpenDentalSource | FhirSource, Field(discriminator="type")]
 class CollectionRule(_Strict):
     id: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
     action: Literal["reminder", "final_notice", "collections_referral"]
-    min_patient_balance: Decimal = Field(default=Decimal("0.01"), ge=0, decimal_places=2)
+    min_patient_balance: Decimal = Field(
+        default=Decimal("0.01"), ge=0, lt=10**9, decimal_places=2
+    )
     min_days_outstanding: int = Field(default=0, ge=0)
     max_days_outstanding: int | None = Field(default=None, ge=0)
     exclude_insurance_pending: bool = False
@@ -145,12 +147,33 @@ class CollectionRule(_Strict):
         return self
 
 
-def _unique_rule_ids(rules: list[CollectionRule]) -> list[CollectionRule]:
+class RulesError(ValueError):
+    """A practice's collection rules are invalid (one line naming the practice and rule).
+
+    Rules are validated per practice when they are evaluated, so one practice's bad rules
+    fail only that practice's evaluation.
+    """
+
+
+RawRules = list[dict[str, Any]]
+
+
+def validate_rules(practice_id: str, raw: RawRules) -> list[CollectionRule]:
+    rules: list[CollectionRule] = []
     seen: set[str] = set()
-    for rule in rules:
+    for index, entry in enumerate(raw):
+        name = entry.get("id") if isinstance(entry, dict) else None
+        label = f"rule {name!r}" if isinstance(name, str) else f"rule #{index + 1}"
+        if not isinstance(entry, dict):
+            raise RulesError(f"practice {practice_id}: {label}: expected a mapping")
+        try:
+            rule = CollectionRule.model_validate(entry)
+        except ValidationError as exc:
+            raise RulesError(f"practice {practice_id}: {label}: {_describe(exc)}") from None
         if rule.id in seen:
-            raise ValueError(f"duplicate rule id {rule.id!r}")
+            raise RulesError(f"practice {practice_id}: {label}: duplicate rule id")
         seen.add(rule.id)
+        rules.append(rule)
     return rules
 
 
@@ -160,7 +183,8 @@ class Practice(_Strict):
     timezone: str
     sync: SyncSchedule = SyncSchedule()
     source: Source
-    collection_rules: str | list[CollectionRule] | None = None
+    # Validated per practice at evaluation (`PracticesFile.rules_for`), not at load.
+    collection_rules: str | RawRules | None = None
     max_rejected_fraction: float = Field(default=0.01, ge=0, le=1)
     history_days: int = Field(default=400, ge=1, le=36500)
     currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
@@ -175,13 +199,6 @@ class Practice(_Strict):
             raise ValueError(f"unknown IANA time zone {value!r}") from None
         return value
 
-    @field_validator("collection_rules")
-    @classmethod
-    def _rules_unique(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            _unique_rule_ids(value)
-        return value
-
     @cached_property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
@@ -189,25 +206,15 @@ class Practice(_Strict):
 
 class PracticesFile(_Strict):
     practices: list[Practice] = Field(min_length=1)
-    rule_sets: dict[str, list[CollectionRule]] = {}
-
-    @field_validator("rule_sets")
-    @classmethod
-    def _rule_sets_unique(cls, value: dict[str, list[CollectionRule]]) -> Any:
-        for rules in value.values():
-            _unique_rule_ids(rules)
-        return value
+    rule_sets: dict[str, RawRules] = {}
 
     @model_validator(mode="after")
-    def _ids_unique_and_rule_sets_exist(self) -> PracticesFile:
+    def _ids_unique(self) -> PracticesFile:
         seen: set[str] = set()
         for practice in self.practices:
             if practice.id in seen:
                 raise ValueError(f"duplicate practice id {practice.id!r}")
             seen.add(practice.id)
-            rules = practice.collection_rules
-            if isinstance(rules, str) and rules not in self.rule_sets:
-                raise ValueError(f"practice {practice.id}: unknown rule set {rules!r}")
         return self
 
     def practice(self, practice_id: str) -> Practice:
@@ -221,11 +228,15 @@ class PracticesFile(_Strict):
         return [practice.id for practice in self.practices]
 
     def rules_for(self, practice: Practice) -> list[CollectionRule]:
-        if practice.collection_rules is None:
+        """The practice's rules in order (none: no rules). Raises `RulesError`."""
+        rules = practice.collection_rules
+        if rules is None:
             return []
-        if isinstance(practice.collection_rules, str):
-            return self.rule_sets[practice.collection_rules]
-        return practice.collection_rules
+        if isinstance(rules, str):
+            if rules not in self.rule_sets:
+                raise RulesError(f"practice {practice.id}: unknown rule set {rules!r}")
+            return validate_rules(practice.id, self.rule_sets[rules])
+        return validate_rules(practice.id, rules)
 
 
 def practices_file_path() -> Path:

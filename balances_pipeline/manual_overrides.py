@@ -10,6 +10,7 @@ applied twice.
 from __future__ import annotations
 
 import csv
+import logging
 import re
 from dataclasses import dataclass
 from decimal import Decimal
@@ -17,8 +18,9 @@ from pathlib import Path
 
 import duckdb
 
-from balances_pipeline.config import PracticesFile
+from balances_pipeline.config import Practice, PracticesFile
 from balances_pipeline.home import Layout
+from balances_pipeline.sync.collection_targets import refresh_collection_targets
 from balances_pipeline.sync.practice_sync import recompute_practice
 from balances_pipeline.warehouse import override_store
 from balances_pipeline.warehouse.override_store import OverrideEvent
@@ -29,6 +31,7 @@ from balances_pipeline.warehouse.working_db import WorkingDatabase
 MONEY_PATTERN = re.compile(r"-?\d{1,9}(\.\d{1,2})?")
 MAX_REASON = 500
 MAX_ACTOR = 200
+log = logging.getLogger(__name__)
 IMPORT_COLUMNS = ["practice_id", "account_id", "patient_portion", "insurance_portion", "reason"]
 
 
@@ -67,7 +70,7 @@ def parse_amount(text: str | None, field: str) -> Decimal | None:
     return Decimal(value)
 
 
-def _text(value: str | None, field: str, limit: int) -> str:
+def required_text(value: str | None, field: str, limit: int) -> str:
     text = (value or "").strip()
     if not text:
         raise OverrideError(f"{field} is required")
@@ -84,18 +87,18 @@ def build_request(
 ) -> OverrideRequest:
     if practice_id not in practices.ids:
         raise OverrideError(f"unknown practice {practice_id!r}")
-    account = _text(account_id, "account", 64)
+    account = required_text(account_id, "account", 64)
     patient = parse_amount(patient_portion, "patient portion")
     insurance = parse_amount(insurance_portion, "insurance portion")
     if patient is None and insurance is None:
         raise OverrideError("give a patient portion, an insurance portion, or both")
     return OverrideRequest(
-        practice_id, account, patient, insurance, _text(reason, "reason", MAX_REASON),
-        _text(actor, "actor", MAX_ACTOR),
+        practice_id, account, patient, insurance, required_text(reason, "reason", MAX_REASON),
+        required_text(actor, "actor", MAX_ACTOR),
     )
 
 
-def _synced_portions(layout: Layout, practice_id: str) -> dict[str, tuple[Decimal, Decimal]]:
+def synced_portions(layout: Layout, practice_id: str) -> dict[str, tuple[Decimal, Decimal]]:
     """The practice's latest synced patient and insurance portions, per account."""
     current = SnapshotStore(layout).current_dir(practice_id)
     if current is None or not (current / "account_balances.parquet").exists():
@@ -163,7 +166,7 @@ def set_overrides(
         results: list[OverrideResult] = []
         seen: set[tuple[str, str]] = set()
         for practice_id, indexes in by_practice.items():
-            synced = _synced_portions(layout, practice_id)
+            synced = synced_portions(layout, practice_id)
             planned[practice_id] = []
             for index in indexes:
                 request = requests[index]
@@ -187,7 +190,9 @@ def set_overrides(
                     practice_id, request.account_id, override_id, [e.event for e in events]
                 ))
         for practice_id, events in planned.items():
-            recompute_practice(practices.practice(practice_id), layout, events=events)
+            practice = practices.practice(practice_id)
+            recompute_practice(practice, layout, events=events)
+            _refresh_targets(practice, practices, layout)
         return results
     finally:
         for lock in reversed(locks):
@@ -200,8 +205,9 @@ def clear_override(
 ) -> OverrideResult:
     if practice_id not in practices.ids:
         raise OverrideError(f"unknown practice {practice_id!r}")
-    account = _text(account_id, "account", 64)
-    reason_text, actor_text = _text(reason, "reason", MAX_REASON), _text(actor, "actor", MAX_ACTOR)
+    account = required_text(account_id, "account", 64)
+    reason_text = required_text(reason, "reason", MAX_REASON)
+    actor_text = required_text(actor, "actor", MAX_ACTOR)
     working_db = WorkingDatabase(layout)
     with practice_lock(layout, practice_id):
         with working_db.connect() as con:
@@ -218,8 +224,16 @@ def clear_override(
             )
             for override_id, _ in open_ids
         ]
-        recompute_practice(practices.practice(practice_id), layout, events=events)
+        practice = practices.practice(practice_id)
+        recompute_practice(practice, layout, events=events)
+        _refresh_targets(practice, practices, layout)
     return OverrideResult(practice_id, account, None, ["cleared"] * len(events))
+
+
+def _refresh_targets(practice: Practice, practices: PracticesFile, layout: Layout) -> None:
+    warning = refresh_collection_targets(practice, practices, layout)
+    if warning:
+        log.warning("practice %s: %s", practice.id, warning)
 
 
 def read_import_file(path: Path, practices: PracticesFile, actor: str | None) -> tuple[

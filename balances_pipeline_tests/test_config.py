@@ -49,7 +49,6 @@ def test_demo_practices_cover_three_frequencies_and_time_zones() -> None:
         ({"source": {"page_size": 0}}, "practices[0].source.page_size:"),
         ({"source": {"pagesize": 10}}, "practices[0].source.pagesize: unknown key"),
         ({"max_rejected_fraction": 2}, "practices[0].max_rejected_fraction:"),
-        ({"collection_rules": "missing"}, "unknown rule set 'missing'"),
     ],
 )
 def test_bad_practice_is_one_line_naming_file_and_key(tmp_path, change, expected) -> None:

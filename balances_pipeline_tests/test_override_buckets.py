@@ -20,7 +20,8 @@ def balances(**row) -> dict:
     base = {"practice_id": "p", "account_id": "1", "account_name": "A", "as_of_date": "2026-11-30",
             "synced_at": "2026-11-30 12:00:00+00", "sync_id": "s", "source_mode": "ledger",
             "bucket_91_120": None, "bucket_over_120": None, "insurance_estimate": "0",
-            "writeoff_estimate": "0", "insurance_portion": "0", "has_rejected_rows": False}
+            "writeoff_estimate": "0", "insurance_portion": "0", "has_rejected_rows": False,
+            "guarantor_status": None}
     base.update(row)
     return base
 
@@ -116,7 +117,8 @@ def test_no_override_leaves_the_row_as_synced() -> None:
                 " NULL::DECIMAL(14,2) AS bucket_over_120, 0::DECIMAL(14,2) AS bucket_over_90,"
                 " 0::DECIMAL(14,2) AS insurance_estimate, 0::DECIMAL(14,2) AS writeoff_estimate,"
                 " 10.00::DECIMAL(14,2) AS patient_portion, 0::DECIMAL(14,2) AS insurance_portion,"
-                " 0 AS days_outstanding, false AS has_rejected_rows")
+                " 0 AS days_outstanding, false AS has_rejected_rows,"
+                " NULL::VARCHAR AS guarantor_status")
     empty = pa.table({"override_id": pa.array([], pa.string()),
                       "account_id": pa.array([], pa.string()),
                       "patient_portion": pa.array([], MONEY),

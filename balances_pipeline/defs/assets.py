@@ -1,9 +1,11 @@
-"""The sync assets, partitioned by practice: extract → balances → overrides → summary.
+"""The sync assets, partitioned by practice:
+extract → balances → overrides → summary → collection targets.
 
 Two steps per run. `source_extract` reads the practice's PMS into a staging file and
 holds no shared resource, so extraction runs in parallel across practices. The balances
 step transforms and publishes all of the practice's relations together, atomically, in
-the `balances_warehouse` pool. Neither needs run config, so `--select '*'` works.
+the `balances_warehouse` pool; then the collection rules are evaluated on the published
+effective balances. None needs run config, so `--select '*'` works.
 """
 
 from collections.abc import Iterator
@@ -21,15 +23,17 @@ from dagster import (
     multi_asset,
 )
 
-from balances_pipeline.config import Practice, PracticesFileError
+from balances_pipeline.config import Practice, PracticesFileError, RulesError
 from balances_pipeline.defs.checks import CHECK_SPECS, check_results
 from balances_pipeline.defs.metadata import (
     balances_metadata,
+    collection_metadata,
     extract_metadata,
     override_metadata,
     summary_metadata,
 )
 from balances_pipeline.defs.resources import BalancesWarehouse
+from balances_pipeline.sync.collection_targets import NoBalancesYet, evaluate_collection_targets
 from balances_pipeline.sync.practice_sync import SyncFailed, extract_practice, publish_practice
 
 GROUP = "balances"
@@ -147,4 +151,33 @@ def build_sync_assets(partitions_def: PartitionsDefinition) -> list[AssetsDefini
         yield MaterializeResult(asset_key="aging_summary", metadata=summary_metadata(outcome))
         yield from check_results(outcome)
 
-    return [source_extract, practice_balances]
+    @asset(
+        name="collection_targets",
+        deps=["outstanding_balances"],
+        partitions_def=partitions_def,
+        group_name=GROUP,
+        kinds={"duckdb"},
+        pool=WAREHOUSE_POOL,
+        description=(
+            "The practice's auto collection rules evaluated on its effective balances: "
+            "collection_targets, collection_exclusions, collection_target_history and the "
+            "day's CSV for the messaging side."
+        ),
+    )
+    def collection_targets(
+        context: AssetExecutionContext, warehouse: BalancesWarehouse
+    ) -> MaterializeResult:
+        practice = _practice(context, warehouse)
+        try:
+            outcome = evaluate_collection_targets(
+                practice, warehouse.practices(), warehouse.layout()
+            )
+        except (RulesError, NoBalancesYet) as error:
+            raise Failure(description=str(error)) from None
+        context.log.info(
+            f"practice {practice.id}: {sum(outcome.targets_by_action.values())} targets, "
+            f"{sum(outcome.exclusions_by_cause.values())} exclusions"
+        )
+        return MaterializeResult(metadata=collection_metadata(outcome))
+
+    return [source_extract, practice_balances, collection_targets]

@@ -7,6 +7,7 @@ from typing import Any
 
 from dagster import MetadataValue
 
+from balances_pipeline.sync.collection_targets import CollectionOutcome
 from balances_pipeline.sync.practice_sync import ExtractOutcome, SyncOutcome
 from balances_pipeline.sync.summary import BUCKETS
 
@@ -91,4 +92,20 @@ def override_metadata(outcome: SyncOutcome) -> dict[str, Any]:
         "superseded_by_this_sync": counts.get("superseded", 0),
         "expired_by_this_sync": counts.get("expired", 0),
         "unresolved_conflicts": counts.get("conflicts", 0),
+    }
+
+
+def collection_metadata(outcome: CollectionOutcome) -> dict[str, Any]:
+    targets = outcome.targets_by_action
+    exclusions = outcome.exclusions_by_cause
+    return {
+        "as_of_date": outcome.as_of_date.isoformat(),
+        "rules": outcome.rules,
+        "dagster/row_count": sum(targets.values()),
+        **{f"targets_{action}": targets.get(action, 0)
+           for action in ("reminder", "final_notice", "collections_referral")},
+        **{f"excluded_{cause}": exclusions.get(cause, 0)
+           for cause in ("blocked", "deceased", "data_quality", "insurance_pending", "cooldown")},
+        "amount_targeted": money(outcome.amount_targeted),
+        "export_file": outcome.export_path.name if outcome.export_path else "",
     }

@@ -341,20 +341,30 @@ class _Handler(BaseHTTPRequestHandler):
 
     # --- the Open Dental API ------------------------------------------------------------
 
+    def send_response(self, code: int, message: str | None = None) -> None:
+        # Record an API request before its answer leaves, so a client that has the answer
+        # always finds the request in the log.
+        pending = getattr(self, "_pending_record", None)
+        if pending is not None:
+            self._pending_record = None
+            self.simulator.record(RequestRecord(*pending, code))
+        super().send_response(code, message)
+
     def _api(self, method: str, endpoint: str, query: str) -> None:
         params = {k.lower(): v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
         practice = self._authenticate()
         pid = practice.practice.id if practice else None
-        status: int | None = None
+        self._pending_record = (pid, method, endpoint, params)
         try:
             if practice is None:
-                status = 401
                 self._send_json(401, {"error": "Invalid Authorization header"})
                 return
             self._sim_now = practice.now()
-            status = self._serve_api(practice, method, endpoint, params)
+            self._serve_api(practice, method, endpoint, params)
         finally:
-            self.simulator.record(RequestRecord(pid, method, endpoint, params, status))
+            if self._pending_record is not None:  # no response was sent (dropped connection)
+                self._pending_record = None
+                self.simulator.record(RequestRecord(pid, method, endpoint, params, None))
 
     def _authenticate(self) -> _PracticeRuntime | None:
         header = self.headers.get("Authorization") or ""

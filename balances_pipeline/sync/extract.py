@@ -32,17 +32,21 @@ class ExtractResult:
 
 def _stream_aging_report(
     client: OpenDentalClient, staging: StagingDatabase, as_of: date,
-    progress: ProgressCallback | None,
+    progress: ProgressCallback | None, include_patients: bool,
 ) -> tuple[int, int, int]:
     rows = rejected = pages = 0
-    for page in client.aging_report_pages(as_of):
-        staging.append(page.rows)
-        staging.append(page.rejected)
-        rows += page.row_count
-        rejected += len(page.rejected)
-        pages += 1
-        if progress:
-            progress(pages, rows)
+    sources = [client.aging_report_pages(as_of)]
+    if include_patients:
+        sources.append(client.patient_pages())
+    for source in sources:
+        for page in source:
+            staging.append(page.rows)
+            staging.append(page.rejected)
+            rows += page.row_count
+            rejected += len(page.rejected)
+            pages += 1
+            if progress:
+                progress(pages, rows)
     return rows, rejected, pages
 
 
@@ -54,16 +58,25 @@ def extract_aging_report(
     as_of: date,
     max_rejected_fraction: float,
     progress: ProgressCallback | None = None,
+    include_patients: bool = False,
 ) -> ExtractResult:
-    """Read the whole aging report into staging; re-read once if rows shifted between pages."""
+    """Read the whole aging report into staging; re-read once if rows shifted between pages.
+
+    With `include_patients`, also read `/patients` (the guarantors' PatStatus, which
+    collection rules need to exclude deceased guarantors).
+    """
     reread = False
     try:
-        rows, rejected, pages = _stream_aging_report(client, staging, as_of, progress)
+        rows, rejected, pages = _stream_aging_report(
+            client, staging, as_of, progress, include_patients
+        )
     except DuplicateRowsError:
         log.warning("practice %s: duplicate rows across pages, reading again", practice_id)
         staging.truncate()
         reread = True
-        rows, rejected, pages = _stream_aging_report(client, staging, as_of, progress)
+        rows, rejected, pages = _stream_aging_report(
+            client, staging, as_of, progress, include_patients
+        )
     if rows and rejected / rows > max_rejected_fraction:
         raise TooManyRejectedRowsError(
             f"practice {practice_id}: {rejected} of {rows} rows rejected "

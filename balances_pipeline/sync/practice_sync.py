@@ -44,7 +44,7 @@ from balances_pipeline.warehouse import override_store, sync_runs
 from balances_pipeline.warehouse.analyst import ensure_analyst_warehouse
 from balances_pipeline.warehouse.override_store import OverrideEvent
 from balances_pipeline.warehouse.publish import extract_lock, practice_lock, publish, reconcile
-from balances_pipeline.warehouse.relations import DATA_RELATIONS
+from balances_pipeline.warehouse.relations import SYNC_RELATIONS
 from balances_pipeline.warehouse.snapshots import SnapshotStore, copy_to_parquet, sql_literal
 from balances_pipeline.warehouse.staging import StagingDatabase, remove_stale_staging
 from balances_pipeline.warehouse.working_db import WorkingDatabase
@@ -155,7 +155,7 @@ def _transform_params(practice: Practice, sync_id: str, as_of: date, started_at:
 
 def _write_snapshot(staging: StagingDatabase, snapshot_dir: Path) -> None:
     con = staging.con
-    for relation in DATA_RELATIONS:
+    for relation in SYNC_RELATIONS:
         target = snapshot_dir / f"{relation}.parquet"
         copy_to_parquet(con, relation, f"SELECT * FROM {relation}", target)  # noqa: S608
     con.execute(
@@ -257,6 +257,7 @@ def extract_practice(
                     client[0], staging, practice_id=practice.id, as_of=start.as_of,
                     max_rejected_fraction=practice.max_rejected_fraction,
                     progress=_reporting(practice.id, progress),
+                    include_patients=practice.collection_rules is not None,
                 )
             staging.close()
             with working_db.transaction() as con:

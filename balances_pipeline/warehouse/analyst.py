@@ -19,7 +19,7 @@ from balances_pipeline.warehouse.snapshots import SnapshotStore, sql_literal
 from balances_pipeline.warehouse.sql_files import load_sql
 
 # Bump when a relation's columns or a view's definition changes.
-ANALYST_SCHEMA_VERSION = 2
+ANALYST_SCHEMA_VERSION = 3
 
 
 def _fingerprint(layout: Layout) -> str:

@@ -34,6 +34,11 @@ _STATE_QUERIES = {
         " WHERE d.practice_id = ? ORDER BY s.started_at, d.account_id, d.\"check\""
     ),
     "override_events": "SELECT * FROM override_events WHERE practice_id = ? ORDER BY sequence",
+    "collection_target_history": (
+        "SELECT * FROM collection_target_history WHERE practice_id = ?"
+        " ORDER BY as_of_date, account_id, rule_id"
+    ),
+    "account_blocks": "SELECT * FROM account_blocks WHERE practice_id = ? ORDER BY sequence",
 }
 
 

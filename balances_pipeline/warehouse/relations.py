@@ -29,6 +29,19 @@ _BALANCE_COLUMNS: list[tuple[str, str]] = [
     ("insurance_portion", MONEY),
     ("days_outstanding", "INTEGER"),
     ("has_rejected_rows", "BOOLEAN"),
+    ("guarantor_status", "VARCHAR"),  # PatStatus of the guarantor, where the source reports it
+]
+
+_TARGET_COLUMNS: list[tuple[str, str]] = [
+    ("practice_id", "VARCHAR"),
+    ("account_id", "VARCHAR"),
+    ("as_of_date", "DATE"),
+    ("evaluated_at", "TIMESTAMPTZ"),
+    ("rule_id", "VARCHAR"),
+    ("action", "VARCHAR"),
+    ("amount", MONEY),
+    ("days_outstanding", "INTEGER"),
+    ("reason", "VARCHAR"),
 ]
 
 RELATIONS: dict[str, list[tuple[str, str]]] = {
@@ -85,6 +98,26 @@ RELATIONS: dict[str, list[tuple[str, str]]] = {
         ("reason", "VARCHAR"),
         ("raw", "VARCHAR"),
     ],
+    "collection_targets": _TARGET_COLUMNS,
+    "collection_exclusions": [
+        ("practice_id", "VARCHAR"),
+        ("account_id", "VARCHAR"),
+        ("as_of_date", "DATE"),
+        ("evaluated_at", "TIMESTAMPTZ"),
+        ("rule_id", "VARCHAR"),
+        ("exclusion", "VARCHAR"),
+        ("detail", "VARCHAR"),
+    ],
+    "collection_target_history": _TARGET_COLUMNS + [("sync_id", "VARCHAR")],
+    "account_blocks": [
+        ("practice_id", "VARCHAR"),
+        ("account_id", "VARCHAR"),
+        ("blocked", "BOOLEAN"),
+        ("reason", "VARCHAR"),
+        ("actor", "VARCHAR"),
+        ("created_at", "TIMESTAMPTZ"),
+        ("sequence", "BIGINT"),
+    ],
     "override_events": [
         ("event_id", "VARCHAR"),
         ("override_id", "VARCHAR"),
@@ -114,10 +147,15 @@ RELATIONS: dict[str, list[tuple[str, str]]] = {
     ],
 }
 
-# Relations computed by a sync from the source (the practice's data files).
-DATA_RELATIONS = ("account_balances", "outstanding_balances", "aging_summary")
+# Relations computed from the source (the practice's data files, carried between publishes).
+SYNC_RELATIONS = ("account_balances", "outstanding_balances", "aging_summary")
+COLLECTION_RELATIONS = ("collection_targets", "collection_exclusions")
+DATA_RELATIONS = SYNC_RELATIONS + COLLECTION_RELATIONS
 # Relations exported from the working database's state at every publish.
-STATE_RELATIONS = ("sync_runs", "rejected_rows", "balance_discrepancies", "override_events")
+STATE_RELATIONS = (
+    "sync_runs", "rejected_rows", "balance_discrepancies", "override_events",
+    "collection_target_history", "account_blocks",
+)
 # Views analysts get on top of the relations above, defined by a SQL file each.
 DERIVED_VIEWS = ("active_overrides", "override_conflicts")
 

@@ -2,6 +2,7 @@
 -- Mode aging_report (aging.md): Open Dental's own aging report, mapped field by field.
 -- Open Dental does not split over-90, so bucket_91_120 and bucket_over_120 stay NULL.
 -- Parameters: $practice_id, $as_of_date, $synced_at, $sync_id.
+-- Accounts touched by a rejected row (of /patients) are flagged has_rejected_rows.
 SELECT
     $practice_id                                        AS practice_id,
     CAST(r.guarantor_id AS VARCHAR)                     AS account_id,
@@ -30,6 +31,9 @@ SELECT
     END                                                 AS days_outstanding,
     CAST(r.guarantor_id AS VARCHAR) IN (
         SELECT account_id FROM stg_rejected_rows WHERE account_id IS NOT NULL
-    )                                                   AS has_rejected_rows
+    )                                                   AS has_rejected_rows,
+    -- read from /patients only when the practice has collection rules (NULL otherwise)
+    g.status                                            AS guarantor_status
 FROM stg_aging_report AS r
+LEFT JOIN stg_patients AS g ON g.pat_num = r.guarantor_id
 ORDER BY r.guarantor_id

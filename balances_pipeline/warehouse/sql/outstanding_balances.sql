@@ -116,6 +116,7 @@ SELECT
         ELSE oldest_positive_lower_bound
     END                             AS days_outstanding,
     has_rejected_rows,
+    guarantor_status,
     patient_portion                 AS synced_patient_portion,
     insurance_portion               AS synced_insurance_portion,
     balance_total                   AS synced_balance_total,
