@@ -12,7 +12,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterator
-from datetime import date
+from datetime import date, datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -43,7 +43,9 @@ from balances_pipeline.sources.http import (
 from balances_pipeline.sources.opendental_rows import (
     AGING_ENDPOINT,
     PATIENTS_ENDPOINT,
+    changed_since_parameter,
     decode_json_list,
+    ledger_page_parser,
     parse_aging_page,
     parse_patient_page,
 )
@@ -153,6 +155,18 @@ class OpenDentalClient:
     def patient_pages(self) -> Iterator[Page[PatientRow]]:
         """Every patient, page by page."""
         return self._pages(PATIENTS_ENDPOINT, {}, parse_patient_page)
+
+    def ledger_pages(
+        self, endpoint: str, changed_since: datetime | None = None
+    ) -> Iterator[Page[Any]]:
+        """Rows of one ledger endpoint (`/procedurelogs`, ...), all of them or only those
+        changed at or after `changed_since` (the server's own clock, `DateTStamp` or
+        `SecDateTEdit` by endpoint)."""
+        params = {}
+        if changed_since is not None:
+            stamp = changed_since.strftime("%Y-%m-%d %H:%M:%S")
+            params[changed_since_parameter(endpoint)] = stamp
+        return self._pages(endpoint, params, ledger_page_parser(endpoint))
 
     def check_connection(self) -> dict[str, Any]:
         """Read one page of `/patients`; counts only, no row content."""

@@ -12,15 +12,29 @@ import json
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
 from balances_pipeline.sources.errors import DuplicateRowsError, SchemaDriftError
-from balances_pipeline.sources.rows import AgingReportRow, Page, PatientRow, RejectedRow
+from balances_pipeline.sources.rows import (
+    AdjustmentRow,
+    AgingReportRow,
+    ClaimProcRow,
+    Page,
+    PatientRow,
+    PaySplitRow,
+    ProcedureRow,
+    RejectedRow,
+)
 
 AGING_ENDPOINT = "/reports/Aging"
 PATIENTS_ENDPOINT = "/patients"
+PROCEDURES_ENDPOINT = "/procedurelogs"
+CLAIMPROCS_ENDPOINT = "/claimprocs"
+PAYSPLITS_ENDPOINT = "/paysplits"
+ADJUSTMENTS_ENDPOINT = "/adjustments"
+EMPTY_DATE = date(1, 1, 1)  # Open Dental's "no date"
 
 AGING_FIELDS = (
     "PatNum",
@@ -121,6 +135,29 @@ class _RowReader:
             return None
         return value.strip()
 
+    def count(self, name: str) -> int | None:
+        """A non-negative integer (a quantity, or an id where 0 means "none")."""
+        value = self._get(name)
+        if value is None:
+            return None
+        number = parse_integer(value)
+        if number is None or number < 0:
+            self._fail(name, "not a non-negative integer")
+            return None
+        return number
+
+    def day(self, name: str) -> date | None:
+        value = self._get(name)
+        if value is None:
+            return None
+        if isinstance(value, str) and len(value) == 10:
+            try:
+                return date.fromisoformat(value)
+            except ValueError:
+                pass
+        self._fail(name, "not a date (yyyy-MM-dd)")
+        return None
+
     def timestamp(self, name: str) -> datetime | None:
         value = self._get(name, optional=True)
         if value is None:
@@ -188,11 +225,33 @@ class _EndpointSpec:
     fields: tuple[str, ...]
     optional_fields: tuple[str, ...]
     account_field: str
+    key_field: str = "PatNum"
 
 
 _AGING_SPEC = _EndpointSpec(AGING_ENDPOINT, AGING_FIELDS, (), "PatNum")
 _PATIENT_SPEC = _EndpointSpec(
     PATIENTS_ENDPOINT, PATIENT_FIELDS, PATIENT_OPTIONAL_FIELDS, "Guarantor"
+)
+# Ledger rows name the patient, not the account: `account_id` of a reject is filled in by
+# the sync from the patient's guarantor.
+_PROCEDURE_SPEC = _EndpointSpec(
+    PROCEDURES_ENDPOINT,
+    ("ProcNum", "PatNum", "ProcDate", "ProcFee", "UnitQty", "BaseUnits", "ProcStatus"),
+    ("DateTStamp",), "PatNum", "ProcNum",
+)
+_CLAIMPROC_SPEC = _EndpointSpec(
+    CLAIMPROCS_ENDPOINT,
+    ("ClaimProcNum", "ProcNum", "ClaimNum", "PatNum", "Status", "InsPayEst", "InsPayAmt",
+     "WriteOff", "WriteOffEst", "DateCP"),
+    ("SecDateTEdit",), "PatNum", "ClaimProcNum",
+)
+_PAYSPLIT_SPEC = _EndpointSpec(
+    PAYSPLITS_ENDPOINT, ("SplitNum", "PatNum", "SplitAmt", "DatePay"), ("SecDateTEdit",),
+    "PatNum", "SplitNum",
+)
+_ADJUSTMENT_SPEC = _EndpointSpec(
+    ADJUSTMENTS_ENDPOINT, ("AdjNum", "PatNum", "AdjDate", "AdjAmt"), ("SecDateTEdit",),
+    "PatNum", "AdjNum",
 )
 
 
@@ -236,6 +295,73 @@ def _read_patient(reader: _RowReader) -> PatientRow | None:
     )
 
 
+def _read_procedure(reader: _RowReader) -> ProcedureRow | None:
+    values = {
+        "proc_num": reader.identifier("ProcNum"),
+        "pat_num": reader.identifier("PatNum"),
+        "proc_date": reader.day("ProcDate"),
+        "proc_fee": reader.money("ProcFee"),
+        "unit_qty": reader.count("UnitQty"),
+        "base_units": reader.count("BaseUnits"),
+        "proc_status": reader.text("ProcStatus"),
+        "changed_at": reader.timestamp("DateTStamp"),
+    }
+    if values["proc_status"] == "C" and values["proc_date"] == EMPTY_DATE:
+        reader.problems.append("field 'ProcDate': a completed procedure without a date")
+    if reader.problems:
+        return None
+    return ProcedureRow(**values)  # type: ignore[arg-type]
+
+
+def _read_claimproc(reader: _RowReader) -> ClaimProcRow | None:
+    values = {
+        "claim_proc_num": reader.identifier("ClaimProcNum"),
+        "proc_num": reader.count("ProcNum"),
+        "claim_num": reader.count("ClaimNum"),
+        "pat_num": reader.identifier("PatNum"),
+        "status": reader.text("Status"),
+        "ins_pay_est": reader.money("InsPayEst"),
+        "ins_pay_amt": reader.money("InsPayAmt"),
+        "write_off": reader.money("WriteOff"),
+        "write_off_est": reader.money("WriteOffEst"),
+        "date_cp": reader.day("DateCP"),
+        "changed_at": reader.timestamp("SecDateTEdit"),
+    }
+    if reader.problems:
+        return None
+    return ClaimProcRow(**values)  # type: ignore[arg-type]
+
+
+def _read_paysplit(reader: _RowReader) -> PaySplitRow | None:
+    values = {
+        "split_num": reader.identifier("SplitNum"),
+        "pat_num": reader.identifier("PatNum"),
+        "split_amt": reader.money("SplitAmt"),
+        "date_pay": reader.day("DatePay"),
+        "changed_at": reader.timestamp("SecDateTEdit"),
+    }
+    if values["date_pay"] == EMPTY_DATE and (values["split_amt"] or 0) < 0:
+        reader.problems.append("field 'DatePay': a refund (a charge) without a date")
+    if reader.problems:
+        return None
+    return PaySplitRow(**values)  # type: ignore[arg-type]
+
+
+def _read_adjustment(reader: _RowReader) -> AdjustmentRow | None:
+    values = {
+        "adj_num": reader.identifier("AdjNum"),
+        "pat_num": reader.identifier("PatNum"),
+        "adj_date": reader.day("AdjDate"),
+        "adj_amt": reader.money("AdjAmt"),
+        "changed_at": reader.timestamp("SecDateTEdit"),
+    }
+    if values["adj_date"] == EMPTY_DATE and (values["adj_amt"] or 0) > 0:
+        reader.problems.append("field 'AdjDate': a charge without a date")
+    if reader.problems:
+        return None
+    return AdjustmentRow(**values)  # type: ignore[arg-type]
+
+
 def _readable_id(row: dict[str, Any], name: str) -> str | None:
     number = parse_integer(row.get(name))
     return str(number) if number is not None and number > 0 else None
@@ -260,7 +386,7 @@ def _check_duplicate(
         return
     if key in seen:
         raise DuplicateRowsError(
-            f"practice {practice_id}: PatNum {key} returned twice by {spec.endpoint} "
+            f"practice {practice_id}: {spec.key_field} {key} returned twice by {spec.endpoint} "
             f"(offset {offset}); rows shifted between pages"
         )
     seen.add(key)
@@ -283,7 +409,7 @@ def _parse_page(
                 RejectedRow(spec.endpoint, None, "row is not a JSON object", raw="{}")
             )
             continue
-        key = _readable_id(row, "PatNum")
+        key = _readable_id(row, spec.key_field)
         _check_duplicate(practice_id, spec, key, seen, offset)
         reader = _RowReader(row)
         parsed = read(reader)
@@ -314,3 +440,26 @@ def parse_patient_page(
 ) -> Page[PatientRow]:
     """Validate one `/patients` page; `seen` carries PatNums across pages."""
     return _parse_page(practice_id, _PATIENT_SPEC, _read_patient, rows, offset, seen)
+
+
+LEDGER_PARSERS: dict[str, tuple[_EndpointSpec, Callable[[_RowReader], Any], str]] = {
+    PATIENTS_ENDPOINT: (_PATIENT_SPEC, _read_patient, "DateTStamp"),
+    PROCEDURES_ENDPOINT: (_PROCEDURE_SPEC, _read_procedure, "DateTStamp"),
+    CLAIMPROCS_ENDPOINT: (_CLAIMPROC_SPEC, _read_claimproc, "SecDateTEdit"),
+    PAYSPLITS_ENDPOINT: (_PAYSPLIT_SPEC, _read_paysplit, "SecDateTEdit"),
+    ADJUSTMENTS_ENDPOINT: (_ADJUSTMENT_SPEC, _read_adjustment, "SecDateTEdit"),
+}
+
+
+def ledger_page_parser(endpoint: str) -> Callable[..., Page[Any]]:
+    """The page parser of one ledger endpoint (`seen` carries its keys across pages)."""
+    spec, read, _ = LEDGER_PARSERS[endpoint]
+
+    def parse(practice_id: str, rows: list[Any], offset: int, seen: set[str] | None = None):
+        return _parse_page(practice_id, spec, read, rows, offset, seen)
+
+    return parse
+
+
+def changed_since_parameter(endpoint: str) -> str:
+    return LEDGER_PARSERS[endpoint][2]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Generic, TypeVar
 
@@ -59,3 +59,48 @@ class Page(Generic[RowT]):
     @property
     def row_count(self) -> int:
         return len(self.rows) + len(self.rejected)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcedureRow:
+    proc_num: int
+    pat_num: int
+    proc_date: date
+    proc_fee: Decimal
+    unit_qty: int
+    base_units: int
+    proc_status: str
+    changed_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimProcRow:
+    claim_proc_num: int
+    proc_num: int
+    claim_num: int
+    pat_num: int
+    status: str
+    ins_pay_est: Decimal
+    ins_pay_amt: Decimal
+    write_off: Decimal
+    write_off_est: Decimal
+    date_cp: date
+    changed_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class PaySplitRow:
+    split_num: int
+    pat_num: int
+    split_amt: Decimal
+    date_pay: date
+    changed_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class AdjustmentRow:
+    adj_num: int
+    pat_num: int
+    adj_date: date
+    adj_amt: Decimal
+    changed_at: datetime | None
