@@ -13,6 +13,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from datetime import date, datetime
+from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -92,6 +93,17 @@ def _describe_failure(exc: requests.RequestException) -> str:
     if isinstance(exc, requests.ConnectionError):
         return "connection failed"
     return f"request failed ({type(exc).__name__})"
+
+
+def _server_clock(response: requests.Response) -> datetime | None:
+    """The server's clock from its `Date` header, as a naive datetime (or None)."""
+    header = response.headers.get("Date")
+    if not header:
+        return None
+    try:
+        return parsedate_to_datetime(header).replace(tzinfo=None)
+    except (TypeError, ValueError):
+        return None
 
 
 class OpenDentalClient:
@@ -273,6 +285,8 @@ class OpenDentalClient:
             raise self._request_error(exc, endpoint, offset, retries_before) from None
         with response:
             self._check_status(response, endpoint, offset, retries_before)
+            if self.server_clock is None:
+                self.server_clock = _server_clock(response)
             try:
                 body = response.content
             except requests.RequestException as exc:
@@ -281,6 +295,9 @@ class OpenDentalClient:
         if rows is None:
             return None, "response body is not a JSON list"
         return rows, ""
+
+    # Set from the first answer's `Date` header: the server's clock, for incremental cursors.
+    server_clock: datetime | None = None
 
     def _request_error(
         self, exc: requests.RequestException, endpoint: str, offset: int, retries_before: int

@@ -18,7 +18,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,7 +32,12 @@ from balances_pipeline.sources.errors import SourceError, TransientSourceError
 from balances_pipeline.sources.opendental import OpenDentalClient
 from balances_pipeline.sync.as_of import resolve_as_of
 from balances_pipeline.sync.balances import build_account_balances, find_discrepancies
-from balances_pipeline.sync.extract import ExtractResult, ProgressCallback, extract_aging_report
+from balances_pipeline.sync.extract import (
+    ExtractResult,
+    ProgressCallback,
+    extract_aging_report,
+    extract_ledger,
+)
 from balances_pipeline.sync.freshness import fresh_until
 from balances_pipeline.sync.overrides import (
     build_outstanding_balances,
@@ -42,10 +47,18 @@ from balances_pipeline.sync.overrides import (
 from balances_pipeline.sync.summary import build_aging_summary
 from balances_pipeline.warehouse import override_store, sync_runs
 from balances_pipeline.warehouse.analyst import ensure_analyst_warehouse
+from balances_pipeline.warehouse.ledger_store import (
+    LedgerPlan,
+    LedgerStore,
+    next_cursors,
+    plan_extract,
+    record_refresh,
+)
 from balances_pipeline.warehouse.override_store import OverrideEvent
 from balances_pipeline.warehouse.publish import extract_lock, practice_lock, publish, reconcile
 from balances_pipeline.warehouse.relations import SYNC_RELATIONS
 from balances_pipeline.warehouse.snapshots import SnapshotStore, copy_to_parquet, sql_literal
+from balances_pipeline.warehouse.sql_files import create_table_from_sql
 from balances_pipeline.warehouse.staging import StagingDatabase, remove_stale_staging
 from balances_pipeline.warehouse.working_db import WorkingDatabase
 
@@ -127,8 +140,6 @@ def one_line_error(error: BaseException, practice: Practice) -> str:
 def _client_for(practice: Practice) -> OpenDentalClient:
     if not isinstance(practice.source, OpenDentalSource):
         raise SourceError(f"practice {practice.id}: source type fhir is not supported yet")
-    if practice.source.mode != "aging_report":
-        raise SourceError(f"practice {practice.id}: source mode ledger is not supported yet")
     if not practice.verify_tls and practice.source.base_url.startswith("https"):
         log.warning("practice %s: TLS certificate verification is turned off", practice.id)
     return OpenDentalClient(practice)
@@ -175,6 +186,11 @@ class _SyncStart:
     as_of: date
     started_at: datetime
     clock: float
+    plan: LedgerPlan | None = None
+
+
+def _is_ledger(practice: Practice) -> bool:
+    return getattr(practice.source, "mode", None) == "ledger"
 
 
 def _begin(
@@ -194,9 +210,12 @@ def _begin(
     source_mode = getattr(practice.source, "mode", "aging_report")
     with working_db.transaction() as con:
         unfinished = sync_runs.abandon_unfinished(con, practice.id, ("extracting", "extracted"))
+        if _is_ledger(practice):
+            start = replace(start, plan=plan_extract(con, practice, start.as_of))
         sync_runs.start(
             con, sync_id=start.sync_id, practice_id=practice.id, dagster_run_id=dagster_run_id,
-            as_of_date=start.as_of, mode="full", source_mode=source_mode, started_at=started_at,
+            as_of_date=start.as_of, mode=start.plan.mode if start.plan else "full",
+            source_mode=source_mode, started_at=started_at,
         )
         live = sync_runs.live_staging_files(con, practice.id)
     remove_stale_staging(layout.staging_dir(practice.id), keep=live)
@@ -253,12 +272,19 @@ def extract_practice(
         def step() -> ExtractResult:
             client.append(_client_for(practice))
             with client[0]:
-                extract = extract_aging_report(
-                    client[0], staging, practice_id=practice.id, as_of=start.as_of,
-                    max_rejected_fraction=practice.max_rejected_fraction,
-                    progress=_reporting(practice.id, progress),
-                    include_patients=practice.collection_rules is not None,
-                )
+                if start.plan is not None:
+                    extract = extract_ledger(
+                        client[0], staging, practice_id=practice.id, as_of=start.as_of,
+                        plan=start.plan, max_rejected_fraction=practice.max_rejected_fraction,
+                        progress=_reporting(practice.id, progress),
+                    )
+                else:
+                    extract = extract_aging_report(
+                        client[0], staging, practice_id=practice.id, as_of=start.as_of,
+                        max_rejected_fraction=practice.max_rejected_fraction,
+                        progress=_reporting(practice.id, progress),
+                        include_patients=practice.collection_rules is not None,
+                    )
             staging.close()
             with working_db.transaction() as con:
                 sync_runs.mark_extracted(con, start.sync_id, _counts(extract), str(staging.path))
@@ -327,8 +353,13 @@ def _transform_and_publish(
     staging: StagingDatabase,
 ) -> SyncOutcome:
     params = _transform_params(practice, waiting.sync_id, waiting.as_of_date, waiting.started_at)
-    accounts = build_account_balances(staging.con, params)
-    find_discrepancies(staging.con, params)
+    ledger_record = None
+    if _is_ledger(practice):
+        accounts, ledger_record = _age_ledger(practice, layout, working_db, waiting, staging,
+                                              params)
+    else:
+        accounts = build_account_balances(staging.con, params)
+        find_discrepancies(staging.con, params)
     with working_db.connect() as con:
         active = override_store.active_overrides(con, practice.id)
     override_events = reconcile_overrides(staging.con, active, waiting.sync_id)
@@ -351,6 +382,8 @@ def _transform_and_publish(
     conflicts: list[int] = []
 
     def record(con: duckdb.DuckDBPyConnection) -> None:
+        if ledger_record is not None:
+            ledger_record(con)
         override_store.append_events(con, override_events)
         conflicts.append(override_store.open_conflict_count(con, practice.id))
         _insert_rejected(con, rejected, waiting.sync_id, practice.id)
@@ -378,6 +411,40 @@ def _transform_and_publish(
         discrepancies=discrepancies,
         overrides=_override_counts(len(applied), override_events) | {"conflicts": conflicts[0]},
     )
+
+
+def _age_ledger(
+    practice: Practice,
+    layout: Layout,
+    working_db: WorkingDatabase,
+    waiting: sync_runs.WaitingExtract,
+    staging: StagingDatabase,
+    params: dict[str, Any],
+) -> tuple[int, Callable[[duckdb.DuckDBPyConnection], None]]:
+    """Upsert the extract into the practice's ledger, age the whole ledger, reconcile with
+    the source's own report (full refreshes), and return what the publish must commit."""
+    full = waiting.mode == "full"
+    server_clock = staging.get_meta("server_clock")
+    staging.close()
+    counts = LedgerStore(layout, practice.id).apply_and_age(staging.path, full, params)
+    staging.reopen()
+    accounts = staging.con.execute("SELECT count(*) FROM account_balances").fetchall()[0][0]
+    create_table_from_sql(staging.con, "balance_discrepancies", "ledger_vs_report", params)
+    with working_db.connect() as con:
+        previous = dict(con.execute(
+            "SELECT endpoint, cursor_at FROM ledger_cursors WHERE practice_id = ?", [practice.id]
+        ).fetchall())
+    cursors = next_cursors(
+        staging.con, previous, datetime.fromisoformat(server_clock) if server_clock else None
+    )
+    log.info("practice %s: ledger %s, %d entries dated after the as-of date", practice.id,
+             "replaced (full refresh)" if full else "updated (incremental)",
+             counts["future_entries"])
+
+    def record(con: duckdb.DuckDBPyConnection) -> None:
+        record_refresh(con, practice.id, LedgerPlan(full=full), waiting.as_of_date, cursors)
+
+    return accounts, record
 
 
 def _override_counts(applied: int, events: list[OverrideEvent]) -> dict[str, int]:

@@ -13,7 +13,15 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from balances_pipeline.sources.rows import AgingReportRow, PatientRow, RejectedRow
+from balances_pipeline.sources.rows import (
+    AdjustmentRow,
+    AgingReportRow,
+    ClaimProcRow,
+    PatientRow,
+    PaySplitRow,
+    ProcedureRow,
+    RejectedRow,
+)
 
 MONEY = pa.decimal128(14, 2)
 
@@ -43,6 +51,37 @@ STAGING_TABLES: dict[type, tuple[str, pa.Schema]] = {
             ]
         ),
     ),
+    ProcedureRow: (
+        "stg_ledger_procedures",
+        pa.schema([
+            ("proc_num", pa.int64()), ("pat_num", pa.int64()), ("proc_date", pa.date32()),
+            ("proc_fee", MONEY), ("unit_qty", pa.int64()), ("base_units", pa.int64()),
+            ("proc_status", pa.string()), ("changed_at", pa.timestamp("us")),
+        ]),
+    ),
+    ClaimProcRow: (
+        "stg_ledger_claimprocs",
+        pa.schema([
+            ("claim_proc_num", pa.int64()), ("proc_num", pa.int64()), ("claim_num", pa.int64()),
+            ("pat_num", pa.int64()), ("status", pa.string()), ("ins_pay_est", MONEY),
+            ("ins_pay_amt", MONEY), ("write_off", MONEY), ("write_off_est", MONEY),
+            ("date_cp", pa.date32()), ("changed_at", pa.timestamp("us")),
+        ]),
+    ),
+    PaySplitRow: (
+        "stg_ledger_paysplits",
+        pa.schema([
+            ("split_num", pa.int64()), ("pat_num", pa.int64()), ("split_amt", MONEY),
+            ("date_pay", pa.date32()), ("changed_at", pa.timestamp("us")),
+        ]),
+    ),
+    AdjustmentRow: (
+        "stg_ledger_adjustments",
+        pa.schema([
+            ("adj_num", pa.int64()), ("pat_num", pa.int64()), ("adj_date", pa.date32()),
+            ("adj_amt", MONEY), ("changed_at", pa.timestamp("us")),
+        ]),
+    ),
     RejectedRow: (
         "stg_rejected_rows",
         pa.schema(
@@ -65,6 +104,7 @@ def _arrow_type_sql(arrow_type: pa.DataType) -> str:
         pa.int64(): "BIGINT",
         pa.string(): "VARCHAR",
         pa.timestamp("us"): "TIMESTAMP",
+        pa.date32(): "DATE",
     }[arrow_type]
 
 
@@ -82,10 +122,23 @@ class StagingDatabase:
             raise FileNotFoundError(f"staging file {path.name} is gone")
         return cls(path.parent, path.stem)
 
+    def set_meta(self, key: str, value: object) -> None:
+        self.con.execute(
+            "INSERT OR REPLACE INTO stg_meta VALUES (?, ?)",
+            [key, None if value is None else str(value)],
+        )
+
+    def get_meta(self, key: str) -> str | None:
+        rows = self.con.execute("SELECT value FROM stg_meta WHERE key = ?", [key]).fetchall()
+        return rows[0][0] if rows else None
+
     def _create_tables(self) -> None:
         for table, schema in STAGING_TABLES.values():
             columns = ", ".join(f"{f.name} {_arrow_type_sql(f.type)}" for f in schema)
             self.con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
+        self.con.execute(
+            "CREATE TABLE IF NOT EXISTS stg_meta (key VARCHAR PRIMARY KEY, value VARCHAR)"
+        )
         self.counts: dict[str, int] = {table: 0 for table, _ in STAGING_TABLES.values()}
 
     def append(self, rows: list) -> None:
@@ -108,6 +161,9 @@ class StagingDatabase:
 
     def close(self) -> None:
         self.con.close()
+
+    def reopen(self) -> None:
+        self.con = duckdb.connect(str(self.path))
 
     def remove(self) -> None:
         try:

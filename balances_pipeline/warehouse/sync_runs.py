@@ -33,6 +33,7 @@ class WaitingExtract:
     started_at: datetime
     staging_file: str
     counts: SyncCounts
+    mode: str = "full"
 
 
 def start(
@@ -99,7 +100,7 @@ def claim_waiting_extract(
     """The practice's newest extract waiting to be published, now marked `publishing`."""
     rows = con.execute(
         "SELECT sync_id, as_of_date, started_at, staging_file, rows_extracted, rows_rejected,"
-        " requests, retries, pages FROM sync_runs"
+        " requests, retries, pages, mode FROM sync_runs"
         " WHERE practice_id = ? AND status = 'running' AND phase = 'extracted'"
         " ORDER BY started_at DESC LIMIT 1",
         [practice_id],
@@ -112,6 +113,7 @@ def claim_waiting_extract(
         sync_id=row[0], as_of_date=row[1], started_at=row[2], staging_file=row[3],
         counts=SyncCounts(rows_extracted=row[4], rows_rejected=row[5], requests=row[6],
                           retries=row[7], pages=row[8]),
+        mode=row[9],
     )
 
 

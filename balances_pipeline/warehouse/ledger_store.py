@@ -1,0 +1,198 @@
+"""Ledger mode: the practice's raw ledger, upserted by source keys, and its sync plan.
+
+The raw rows live in one DuckDB file per practice (`pipeline/ledger/<practice>.duckdb`),
+opened only under the practice's publish lock, so a big practice's upserts never hold the
+shared working database. Cursors and the last full-refresh date are in the working
+database, committed with the publish. The ledger is committed first: if a process dies in
+between, the next incremental sync reads the same window again, and upserts by key are
+idempotent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from balances_pipeline.config import Practice
+from balances_pipeline.home import Layout
+from balances_pipeline.sources.opendental_rows import (
+    ADJUSTMENTS_ENDPOINT,
+    CLAIMPROCS_ENDPOINT,
+    PATIENTS_ENDPOINT,
+    PAYSPLITS_ENDPOINT,
+    PROCEDURES_ENDPOINT,
+)
+from balances_pipeline.warehouse.snapshots import sql_literal
+from balances_pipeline.warehouse.sql_files import load_sql
+
+
+@dataclass(frozen=True)
+class LedgerTable:
+    endpoint: str
+    table: str
+    staging_table: str
+    key: str
+    columns: str
+
+
+LEDGER_TABLES = (
+    LedgerTable(PATIENTS_ENDPOINT, "ledger_patients", "stg_patients", "pat_num",
+                "pat_num BIGINT PRIMARY KEY, guarantor_id BIGINT, display_name VARCHAR,"
+                " status VARCHAR, changed_at TIMESTAMP"),
+    LedgerTable(PROCEDURES_ENDPOINT, "ledger_procedures", "stg_ledger_procedures", "proc_num",
+                "proc_num BIGINT PRIMARY KEY, pat_num BIGINT, proc_date DATE,"
+                " proc_fee DECIMAL(14,2), unit_qty BIGINT, base_units BIGINT,"
+                " proc_status VARCHAR, changed_at TIMESTAMP"),
+    LedgerTable(CLAIMPROCS_ENDPOINT, "ledger_claimprocs", "stg_ledger_claimprocs",
+                "claim_proc_num",
+                "claim_proc_num BIGINT PRIMARY KEY, proc_num BIGINT, claim_num BIGINT,"
+                " pat_num BIGINT, status VARCHAR, ins_pay_est DECIMAL(14,2),"
+                " ins_pay_amt DECIMAL(14,2), write_off DECIMAL(14,2),"
+                " write_off_est DECIMAL(14,2), date_cp DATE, changed_at TIMESTAMP"),
+    LedgerTable(PAYSPLITS_ENDPOINT, "ledger_paysplits", "stg_ledger_paysplits", "split_num",
+                "split_num BIGINT PRIMARY KEY, pat_num BIGINT, split_amt DECIMAL(14,2),"
+                " date_pay DATE, changed_at TIMESTAMP"),
+    LedgerTable(ADJUSTMENTS_ENDPOINT, "ledger_adjustments", "stg_ledger_adjustments",
+                "adj_num",
+                "adj_num BIGINT PRIMARY KEY, pat_num BIGINT, adj_date DATE,"
+                " adj_amt DECIMAL(14,2), changed_at TIMESTAMP"),
+)
+LEDGER_ENDPOINTS = tuple(table.endpoint for table in LEDGER_TABLES)
+
+
+@dataclass(frozen=True)
+class LedgerPlan:
+    """What an extract reads: everything (full) or what changed since each cursor."""
+
+    full: bool
+    changed_since: dict[str, datetime] = field(default_factory=dict)
+
+    @property
+    def mode(self) -> str:
+        return "full" if self.full else "incremental"
+
+
+def plan_extract(con: duckdb.DuckDBPyConnection, practice: Practice, as_of: date) -> LedgerPlan:
+    """Full on a practice's first sync of each local day (deletions show only then), for
+    daily practices always; otherwise incremental from each endpoint's cursor minus the
+    overlap window."""
+    refreshed = con.execute(
+        "SELECT last_full_as_of FROM ledger_refreshes WHERE practice_id = ?", [practice.id]
+    ).fetchall()
+    cursors = dict(con.execute(
+        "SELECT endpoint, cursor_at FROM ledger_cursors WHERE practice_id = ?", [practice.id]
+    ).fetchall())
+    if (
+        practice.sync.frequency == "daily"
+        or not refreshed
+        or refreshed[0][0] < as_of
+        or set(cursors) != set(LEDGER_ENDPOINTS)
+    ):
+        return LedgerPlan(full=True)
+    overlap = timedelta(minutes=practice.source.incremental_overlap_minutes)
+    return LedgerPlan(full=False, changed_since={e: c - overlap for e, c in cursors.items()})
+
+
+def next_cursors(
+    staging: duckdb.DuckDBPyConnection, previous: dict[str, datetime],
+    server_clock: datetime | None,
+) -> dict[str, datetime]:
+    """Per endpoint: the newest change seen, never past the server's clock at the start of
+    the extract (a row stamped in the future must not hide later changes), never moving
+    back."""
+    cursors = {}
+    for table in LEDGER_TABLES:
+        newest = staging.execute(
+            f"SELECT max(changed_at) FROM {table.staging_table}"  # noqa: S608
+        ).fetchall()[0][0]
+        candidates = [c for c in (newest, previous.get(table.endpoint)) if c is not None]
+        if not candidates:
+            continue
+        cursor = max(candidates)
+        if server_clock is not None:
+            cursor = min(cursor, server_clock)
+        cursors[table.endpoint] = cursor
+    return cursors
+
+
+def record_refresh(
+    con: duckdb.DuckDBPyConnection, practice_id: str, plan: LedgerPlan, as_of: date,
+    cursors: dict[str, datetime],
+) -> None:
+    """Commit the cursors (and a full refresh's date) with the publish."""
+    for endpoint, cursor in cursors.items():
+        con.execute(
+            "INSERT OR REPLACE INTO ledger_cursors VALUES (?, ?, ?)",
+            [practice_id, endpoint, cursor],
+        )
+    if plan.full:
+        con.execute(
+            "INSERT OR REPLACE INTO ledger_refreshes VALUES (?, ?)", [practice_id, as_of]
+        )
+
+
+class LedgerStore:
+    def __init__(self, layout: Layout, practice_id: str) -> None:
+        folder = layout.pipeline_dir / "ledger"
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path = folder / f"{practice_id}.duckdb"
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        con = duckdb.connect(str(self.path))
+        for table in LEDGER_TABLES:
+            con.execute(f"CREATE TABLE IF NOT EXISTS {table.table} ({table.columns})")
+        return con
+
+    def apply_and_age(
+        self, staging_path: Path, full: bool, params: dict[str, Any]
+    ) -> dict[str, int]:
+        """Upsert the staged rows (a full refresh replaces every table, so rows deleted in
+        the source go), then age the whole ledger into the staging database's
+        `account_balances`. Call with the staging database closed."""
+        con = self._connect()
+        try:
+            con.execute(f"ATTACH {sql_literal(str(staging_path))} AS stg")
+            con.execute("BEGIN TRANSACTION")
+            for table in LEDGER_TABLES:
+                if full:
+                    con.execute(f"DELETE FROM {table.table}")  # noqa: S608
+                con.execute(
+                    f"INSERT OR REPLACE INTO {table.table}"  # noqa: S608
+                    f" SELECT * FROM stg.{table.staging_table}"
+                )
+            con.execute("COMMIT")
+            counts = {
+                table.table: con.execute(
+                    f"SELECT count(*) FROM {table.table}"  # noqa: S608
+                ).fetchall()[0][0]
+                for table in LEDGER_TABLES
+            }
+            # Rejected rows name a patient (or, for /patients, a guarantor): as accounts.
+            con.execute(
+                "CREATE OR REPLACE TEMP VIEW rejected_accounts AS"
+                " SELECT DISTINCT coalesce(CAST(p.guarantor_id AS VARCHAR), r.account_id)"
+                " AS account_id FROM stg.stg_rejected_rows AS r"
+                " LEFT JOIN ledger_patients AS p ON CAST(p.pat_num AS VARCHAR) = r.account_id"
+                " AND r.endpoint <> '/patients' WHERE r.account_id IS NOT NULL"
+            )
+            aging = load_sql("ledger_account_balances")
+            con.execute(
+                f"CREATE OR REPLACE TABLE stg.account_balances AS {aging}",  # noqa: S608
+                _used(params, aging),
+            )
+            future_sql = load_sql("ledger_future_entries")
+            future = con.execute(future_sql, _used(params, future_sql)).fetchall()[0][0]
+            counts["future_entries"] = future
+            con.execute("DETACH stg")
+        finally:
+            con.close()
+        return counts
+
+
+
+def _used(params: dict[str, Any], sql: str) -> dict[str, Any]:
+    return {key: value for key, value in params.items() if f"${key}" in sql}
