@@ -4,6 +4,7 @@
     published/current/<practice>     symlink to the practice's current snapshot (atomic swap)
     published/current/_schema        zero-row files so views work before any sync
     published/snapshots/<practice>/  immutable snapshot directories of Parquet files
+    published/history/<practice>/    balance_history: one file per practice-local day
     pipeline/working.duckdb          the pipeline's working database (state, history)
     pipeline/locks/                  cross-process locks (working database, per practice)
     staging/<practice>/              per-sync staging databases (extraction writes here)
@@ -40,6 +41,10 @@ class Layout:
     @property
     def current_dir(self) -> Path:
         return self.published_dir / "current"
+
+    @property
+    def history_dir(self) -> Path:
+        return self.published_dir / "history"
 
     @property
     def snapshots_dir(self) -> Path:
@@ -90,7 +95,9 @@ class Layout:
     def ensure(self) -> Layout:
         """Create the directory tree with private permissions (0700 dirs, 0600 files)."""
         os.umask(0o077)
-        for directory in (self.home, self.published_dir, self.current_dir, self.snapshots_dir):
+        for directory in (
+            self.home, self.published_dir, self.current_dir, self.snapshots_dir, self.history_dir
+        ):
             directory.mkdir(parents=True, exist_ok=True)
             self.secure_published(directory)
         for directory in (self.pipeline_dir, self.locks_dir, self.home / "staging"):

@@ -9,6 +9,7 @@ from balances_pipeline.sync.practice_sync import SyncOutcome
 BUCKETS_SUM_TO_TOTAL = "buckets_sum_to_total"
 PATIENT_PORTION_MATCHES_SOURCE = "patient_portion_matches_source"
 FRESH = "fresh"
+LEDGER_MATCHES_REPORT = "ledger_matches_report"
 NO_UNRESOLVED_CONFLICTS = "no_unresolved_override_conflicts"
 
 CHECK_SPECS = [
@@ -23,6 +24,15 @@ CHECK_SPECS = [
         description=(
             "Our patient portion (BalTotal - InsPayEst - InsWoEst) equals the source's "
             "PatientPortion; mismatches are listed in balance_discrepancies."
+        ),
+    ),
+    AssetCheckSpec(
+        LEDGER_MATCHES_REPORT,
+        asset="account_balances",
+        description=(
+            "Ledger mode: our aging of the raw ledger equals the source's own aging report "
+            "(four buckets, total, estimates) to the cent on full refreshes; differences are "
+            "in balance_discrepancies (ledger_vs_report). Passes trivially otherwise."
         ),
     ),
     AssetCheckSpec(
@@ -64,6 +74,14 @@ def check_results(outcome: SyncOutcome) -> list[AssetCheckResult]:
             passed=portions == 0,
             severity=AssetCheckSeverity.WARN,
             metadata={"accounts_failing": portions, **where},
+        ),
+        AssetCheckResult(
+            asset_key="account_balances",
+            check_name=LEDGER_MATCHES_REPORT,
+            passed=found.get("ledger_vs_report", 0) == 0,
+            severity=AssetCheckSeverity.WARN,
+            metadata={"differences": found.get("ledger_vs_report", 0), "mode": outcome.mode,
+                      **where},
         ),
         AssetCheckResult(
             asset_key="manual_overrides",

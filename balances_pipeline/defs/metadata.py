@@ -63,6 +63,10 @@ def balances_metadata(outcome: SyncOutcome) -> dict[str, Any]:
         "balance_total": money(summary["balance_total"]),
         **{name: money(summary[name]) for name in BUCKETS},
         "discrepancies": sum(outcome.discrepancies.values()),
+        "ledger_vs_report_differences": outcome.discrepancies.get("ledger_vs_report", 0),
+        "sync_mode": outcome.mode,
+        "entries_after_as_of_date": outcome.future_entries
+        if outcome.future_entries is not None else 0,
         "overridden_accounts": outcome.overrides.get("active", 0),
         "override_conflicts": outcome.overrides.get("conflicts", 0),
     }

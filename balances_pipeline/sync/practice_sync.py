@@ -47,6 +47,7 @@ from balances_pipeline.sync.overrides import (
 from balances_pipeline.sync.summary import build_aging_summary
 from balances_pipeline.warehouse import override_store, sync_runs
 from balances_pipeline.warehouse.analyst import ensure_analyst_warehouse
+from balances_pipeline.warehouse.history import write_history
 from balances_pipeline.warehouse.ledger_store import (
     LedgerPlan,
     LedgerStore,
@@ -114,6 +115,8 @@ class SyncOutcome:
     discrepancies: dict[str, int] = field(default_factory=dict)
     overrides: dict[str, int] = field(default_factory=dict)
     duration_seconds: float = 0.0
+    mode: str = "full"
+    future_entries: int | None = None
 
 
 def new_sync_id(practice_id: str, started_at: datetime) -> str:
@@ -354,9 +357,11 @@ def _transform_and_publish(
 ) -> SyncOutcome:
     params = _transform_params(practice, waiting.sync_id, waiting.as_of_date, waiting.started_at)
     ledger_record = None
+    future_entries = None
     if _is_ledger(practice):
-        accounts, ledger_record = _age_ledger(practice, layout, working_db, waiting, staging,
-                                              params)
+        accounts, future_entries, ledger_record = _age_ledger(
+            practice, layout, working_db, waiting, staging, params
+        )
     else:
         accounts = build_account_balances(staging.con, params)
         find_discrepancies(staging.con, params)
@@ -395,6 +400,7 @@ def _transform_and_publish(
         )
 
     publish(layout, working_db, practice.id, snapshot_dir, record=record, sync_id=waiting.sync_id)
+    write_history(layout, practice.id, snapshot_dir, waiting.as_of_date, practice.history_days)
     log.info("practice %s: published %d accounts (sync %s)", practice.id, accounts,
              waiting.sync_id)
     return SyncOutcome(
@@ -410,6 +416,8 @@ def _transform_and_publish(
         summary=summary,
         discrepancies=discrepancies,
         overrides=_override_counts(len(applied), override_events) | {"conflicts": conflicts[0]},
+        mode=waiting.mode,
+        future_entries=future_entries,
     )
 
 
@@ -420,7 +428,7 @@ def _age_ledger(
     waiting: sync_runs.WaitingExtract,
     staging: StagingDatabase,
     params: dict[str, Any],
-) -> tuple[int, Callable[[duckdb.DuckDBPyConnection], None]]:
+) -> tuple[int, int, Callable[[duckdb.DuckDBPyConnection], None]]:
     """Upsert the extract into the practice's ledger, age the whole ledger, reconcile with
     the source's own report (full refreshes), and return what the publish must commit."""
     full = waiting.mode == "full"
@@ -444,7 +452,7 @@ def _age_ledger(
     def record(con: duckdb.DuckDBPyConnection) -> None:
         record_refresh(con, practice.id, LedgerPlan(full=full), waiting.as_of_date, cursors)
 
-    return accounts, record
+    return accounts, counts["future_entries"], record
 
 
 def _override_counts(applied: int, events: list[OverrideEvent]) -> dict[str, int]:
@@ -508,6 +516,7 @@ def recompute_practice(
             conflicts.append(override_store.open_conflict_count(con, practice.id))
 
         publish(layout, working_db, practice.id, snapshot_dir, record=record, sync_id=sync[0])
+        write_history(layout, practice.id, snapshot_dir, sync[1], practice.history_days)
     return SyncOutcome(
         practice_id=practice.id, sync_id=sync[0], as_of_date=sync[1], started_at=sync[2],
         finished_at=datetime.now(UTC), snapshot_id=snapshot_dir.name,

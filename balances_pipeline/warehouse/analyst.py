@@ -14,12 +14,17 @@ import uuid
 import duckdb
 
 from balances_pipeline.home import Layout
-from balances_pipeline.warehouse.relations import DERIVED_VIEWS, RELATIONS, select_list
+from balances_pipeline.warehouse.relations import (
+    DERIVED_VIEWS,
+    HISTORY_RELATIONS,
+    RELATIONS,
+    select_list,
+)
 from balances_pipeline.warehouse.snapshots import SnapshotStore, sql_literal
 from balances_pipeline.warehouse.sql_files import load_sql
 
 # Bump when a relation's columns or a view's definition changes.
-ANALYST_SCHEMA_VERSION = 3
+ANALYST_SCHEMA_VERSION = 4
 
 
 def _fingerprint(layout: Layout) -> str:
@@ -43,7 +48,10 @@ def _current_fingerprint(layout: Layout) -> str | None:
 
 
 def view_sql(layout: Layout, relation: str) -> str:
-    pattern = sql_literal(str(layout.current_dir / "*" / f"{relation}.parquet"))
+    if relation in HISTORY_RELATIONS:
+        pattern = sql_literal(str(layout.history_dir / "*" / "*.parquet"))
+    else:
+        pattern = sql_literal(str(layout.current_dir / "*" / f"{relation}.parquet"))
     return (
         f"CREATE VIEW {relation} AS SELECT\n  {select_list(relation)}\n"  # noqa: S608
         f"FROM read_parquet({pattern}, union_by_name = true)"

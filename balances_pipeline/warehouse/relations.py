@@ -98,6 +98,15 @@ RELATIONS: dict[str, list[tuple[str, str]]] = {
         ("reason", "VARCHAR"),
         ("raw", "VARCHAR"),
     ],
+    "balance_history": _BALANCE_COLUMNS
+    + [
+        ("synced_patient_portion", MONEY),
+        ("synced_insurance_portion", MONEY),
+        ("synced_balance_total", MONEY),
+        ("override_id", "VARCHAR"),
+        ("is_overridden", "BOOLEAN"),
+        ("snapshot_date", "DATE"),
+    ],
     "collection_targets": _TARGET_COLUMNS,
     "collection_exclusions": [
         ("practice_id", "VARCHAR"),
@@ -156,6 +165,8 @@ STATE_RELATIONS = (
     "sync_runs", "rejected_rows", "balance_discrepancies", "override_events",
     "collection_target_history", "account_blocks",
 )
+# Kept outside the snapshots, one file per practice and practice-local day.
+HISTORY_RELATIONS = ("balance_history",)
 # Views analysts get on top of the relations above, defined by a SQL file each.
 DERIVED_VIEWS = ("active_overrides", "override_conflicts")
 

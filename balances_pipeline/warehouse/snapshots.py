@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 
 from balances_pipeline.home import Layout
-from balances_pipeline.warehouse.relations import RELATIONS, select_list
+from balances_pipeline.warehouse.relations import HISTORY_RELATIONS, RELATIONS, select_list
 
 SCHEMA_PLACEHOLDER = "_schema"
 KEEP_OLD_SNAPSHOTS = 2
@@ -105,17 +105,22 @@ class SnapshotStore:
 
     def ensure_schema_placeholder(self) -> None:
         """Zero-row files of every relation, so analyst views work before the first sync."""
-        folder = self.layout.current_dir / SCHEMA_PLACEHOLDER
-        missing = [name for name in RELATIONS if not (folder / f"{name}.parquet").exists()]
+        targets = {
+            name: (self.layout.history_dir if name in HISTORY_RELATIONS
+                   else self.layout.current_dir) / SCHEMA_PLACEHOLDER / f"{name}.parquet"
+            for name in RELATIONS
+        }
+        missing = [name for name, target in targets.items() if not target.exists()]
         if not missing:
             return
-        folder.mkdir(parents=True, exist_ok=True)
-        self.layout.secure_published(folder)
         con = duckdb.connect()
         try:
             for name in missing:
+                folder = targets[name].parent
+                folder.mkdir(parents=True, exist_ok=True)
+                self.layout.secure_published(folder)
                 columns = ", ".join(f"NULL AS {quoted_name}" for quoted_name in _quoted(name))
-                target = folder / f"{name}.parquet"
+                target = targets[name]
                 temporary = folder / f".{name}.{uuid.uuid4().hex}.tmp"
                 copy_to_parquet(con, name, f"SELECT {columns} WHERE false", temporary)  # noqa: S608
                 os.replace(temporary, target)
