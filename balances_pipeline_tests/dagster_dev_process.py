@@ -60,13 +60,17 @@ query {
 """
 
 RUN_LOGS = """
-query RunLogs($runId: ID!, $after: Cursor) {
+query RunLogs($runId: ID!, $after: String) {
   logsForRun(runId: $runId, afterCursor: $after) {
     __typename
     ... on EventConnection {
       cursor
       hasMore
-      events { __typename ... on MessageEvent { message } }
+      events {
+        __typename
+        ... on MessageEvent { message }
+        ... on ErrorEvent { error { message } }
+      }
     }
   }
 }
@@ -118,7 +122,7 @@ class DagsterDev:
     def start(self, timeout: float = 180) -> DagsterDev:
         self.prepare_home()
         started = time.monotonic()
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._log = open(self.log_path, "ab")  # closed in stop()
         self.process = subprocess.Popen(
             [str(BIN / "dagster"), "dev", "-w", str(REPOSITORY / "workspace.yaml"),
              "-h", "127.0.0.1", "-p", str(self.port)],
@@ -202,7 +206,9 @@ class DagsterDev:
         cursor = None
         while True:
             page = self.graphql(RUN_LOGS, {"runId": run_id, "after": cursor})["logsForRun"]
-            messages += [e.get("message") or "" for e in page.get("events", [])]
+            for event in page.get("events", []):
+                error = (event.get("error") or {}).get("message")
+                messages.append((event.get("message") or "") + (f" {error}" if error else ""))
             cursor = page.get("cursor")
             if not page.get("hasMore"):
                 return messages
@@ -262,7 +268,7 @@ class WebhookReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:  # http.server calls it by this name
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 with receiver._lock:

@@ -343,7 +343,9 @@ def publish_practice(
             lambda: _transform_and_publish(practice, layout, working_db, waiting, staging),
             lambda: sync_runs.SyncCounts(),
         )
+        # Published and recorded as a success: nothing after this may fail the sync.
         staging.remove()
+        _write_history_best_effort(practice, layout, outcome)
     outcome.duration_seconds = time.monotonic() - clock
     return outcome
 
@@ -400,7 +402,6 @@ def _transform_and_publish(
         )
 
     publish(layout, working_db, practice.id, snapshot_dir, record=record, sync_id=waiting.sync_id)
-    write_history(layout, practice.id, snapshot_dir, waiting.as_of_date, practice.history_days)
     log.info("practice %s: published %d accounts (sync %s)", practice.id, accounts,
              waiting.sync_id)
     return SyncOutcome(
@@ -419,6 +420,19 @@ def _transform_and_publish(
         mode=waiting.mode,
         future_entries=future_entries,
     )
+
+
+def _write_history_best_effort(practice: Practice, layout: Layout, outcome: SyncOutcome) -> None:
+    """The day's balance_history file, after the publish; a failure here is logged, and the
+    next publish of the day writes it again."""
+    try:
+        snapshot_dir = SnapshotStore(layout).snapshot_dir(practice.id, outcome.snapshot_id)
+        write_history(
+            layout, practice.id, snapshot_dir, outcome.as_of_date, practice.history_days
+        )
+    except Exception as error:  # noqa: BLE001 - the sync itself succeeded
+        log.warning("practice %s: balance_history not written (%s)", practice.id,
+                    type(error).__name__)
 
 
 def _age_ledger(
@@ -516,14 +530,15 @@ def recompute_practice(
             conflicts.append(override_store.open_conflict_count(con, practice.id))
 
         publish(layout, working_db, practice.id, snapshot_dir, record=record, sync_id=sync[0])
-        write_history(layout, practice.id, snapshot_dir, sync[1], practice.history_days)
-    return SyncOutcome(
+    outcome = SyncOutcome(
         practice_id=practice.id, sync_id=sync[0], as_of_date=sync[1], started_at=sync[2],
         finished_at=datetime.now(UTC), snapshot_id=snapshot_dir.name,
         counts=sync_runs.SyncCounts(*sync[3:8]), accounts=accounts, fresh_until=sync[8],
         summary=summary, discrepancies={},
         overrides={"active": len(active), "conflicts": conflicts[0]},
     )
+    _write_history_best_effort(practice, layout, outcome)
+    return outcome
 
 
 def rebuild_published(layout: Layout, practices: PracticesFile) -> list[str]:

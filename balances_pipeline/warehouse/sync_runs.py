@@ -135,7 +135,9 @@ def finish(
         " accounts = coalesce(?, accounts), rows_extracted = coalesce(?, rows_extracted),"
         " rows_rejected = coalesce(?, rows_rejected), requests = coalesce(?, requests),"
         " retries = coalesce(?, retries), pages = coalesce(?, pages), error = ?,"
-        " error_class = ?, fresh_until = ?, snapshot_id = ? WHERE sync_id = ?",
+        " error_class = ?, fresh_until = ?, snapshot_id = ? WHERE sync_id = ?"
+        # a published success is never turned into a failure afterwards
+        " AND status <> 'success'",
         [
             status, finished_at, counts.accounts, counts.rows_extracted, counts.rows_rejected,
             counts.requests, counts.retries, counts.pages, error, error_class, fresh_until,
