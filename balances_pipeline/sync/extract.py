@@ -33,14 +33,14 @@ class ExtractResult:
     reread_after_duplicates: bool
 
 
-def _stream_aging_report(
-    client: OpenDentalClient, staging: StagingDatabase, as_of: date,
-    progress: ProgressCallback | None, include_patients: bool,
+PageSources = Callable[[], list[Iterator[Page[Any]]]]
+
+
+def _stream(
+    staging: StagingDatabase, sources: list[Iterator[Page[Any]]],
+    progress: ProgressCallback | None,
 ) -> tuple[int, int, int]:
     rows = rejected = pages = 0
-    sources = [client.aging_report_pages(as_of)]
-    if include_patients:
-        sources.append(client.patient_pages())
     for source in sources:
         for page in source:
             staging.append(page.rows)
@@ -53,6 +53,30 @@ def _stream_aging_report(
     return rows, rejected, pages
 
 
+def _stream_reading_again_once(
+    staging: StagingDatabase, sources: PageSources, practice_id: str,
+    progress: ProgressCallback | None,
+) -> tuple[int, int, int, bool]:
+    """Stream every source into staging; if rows shifted between offset pages (a key came
+    back twice), start again once from scratch, then fail: nothing is double counted."""
+    try:
+        return (*_stream(staging, sources(), progress), False)
+    except DuplicateRowsError:
+        log.warning("practice %s: duplicate rows across pages, reading again", practice_id)
+        staging.truncate()
+        return (*_stream(staging, sources(), progress), True)
+
+
+def _check_rejected_fraction(
+    practice_id: str, rows: int, rejected: int, max_rejected_fraction: float
+) -> None:
+    if rows and rejected / rows > max_rejected_fraction:
+        raise TooManyRejectedRowsError(
+            f"practice {practice_id}: {rejected} of {rows} rows rejected "
+            f"({rejected / rows:.1%}), more than max_rejected_fraction {max_rejected_fraction:.1%}"
+        )
+
+
 def extract_aging_report(
     client: OpenDentalClient,
     staging: StagingDatabase,
@@ -63,35 +87,25 @@ def extract_aging_report(
     progress: ProgressCallback | None = None,
     include_patients: bool = False,
 ) -> ExtractResult:
-    """Read the whole aging report into staging; re-read once if rows shifted between pages.
+    """Read the whole aging report into staging.
 
     With `include_patients`, also read `/patients` (the guarantors' PatStatus, which
     collection rules need to exclude deceased guarantors).
     """
-    reread = False
-    try:
-        rows, rejected, pages = _stream_aging_report(
-            client, staging, as_of, progress, include_patients
-        )
-    except DuplicateRowsError:
-        log.warning("practice %s: duplicate rows across pages, reading again", practice_id)
-        staging.truncate()
-        reread = True
-        rows, rejected, pages = _stream_aging_report(
-            client, staging, as_of, progress, include_patients
-        )
-    if rows and rejected / rows > max_rejected_fraction:
-        raise TooManyRejectedRowsError(
-            f"practice {practice_id}: {rejected} of {rows} rows rejected "
-            f"({rejected / rows:.1%}), more than max_rejected_fraction {max_rejected_fraction:.1%}"
-        )
+
+    def sources() -> list[Iterator[Page[Any]]]:
+        found = [client.aging_report_pages(as_of)]
+        if include_patients:
+            found.append(client.patient_pages())
+        return found
+
+    rows, rejected, pages, reread = _stream_reading_again_once(
+        staging, sources, practice_id, progress
+    )
+    _check_rejected_fraction(practice_id, rows, rejected, max_rejected_fraction)
     return ExtractResult(
-        rows_extracted=rows,
-        rows_rejected=rejected,
-        requests=client.stats.requests,
-        retries=client.stats.retries,
-        pages=pages,
-        reread_after_duplicates=reread,
+        rows_extracted=rows, rows_rejected=rejected, requests=client.stats.requests,
+        retries=client.stats.retries, pages=pages, reread_after_duplicates=reread,
     )
 
 
@@ -111,35 +125,14 @@ def extract_ledger(
     ledger-vs-report reconciliation (an incremental sync does not: its requests stay in
     proportion to what changed).
     """
-    rows = rejected = pages = 0
-    reread = False
-    sources: list[tuple[str, Iterator[Page[Any]]]] = [
-        (endpoint, client.ledger_pages(endpoint, plan.changed_since.get(endpoint)))
-        for endpoint in LEDGER_ENDPOINTS
-    ]
-    for attempt in range(2):
-        try:
-            rows = rejected = pages = 0
-            for _, source in sources:
-                for page in source:
-                    staging.append(page.rows)
-                    staging.append(page.rejected)
-                    rows += page.row_count
-                    rejected += len(page.rejected)
-                    pages += 1
-                    if progress:
-                        progress(pages, rows)
-            break
-        except DuplicateRowsError:
-            if attempt:
-                raise
-            log.warning("practice %s: duplicate rows across pages, reading again", practice_id)
-            staging.truncate()
-            reread = True
-            sources = [
-                (endpoint, client.ledger_pages(endpoint, plan.changed_since.get(endpoint)))
-                for endpoint in LEDGER_ENDPOINTS
-            ]
+
+    def sources() -> list[Iterator[Page[Any]]]:
+        return [client.ledger_pages(endpoint, plan.changed_since.get(endpoint))
+                for endpoint in LEDGER_ENDPOINTS]
+
+    rows, rejected, pages, reread = _stream_reading_again_once(
+        staging, sources, practice_id, progress
+    )
     if plan.full:
         try:
             for page in client.aging_report_pages(as_of):
@@ -150,11 +143,7 @@ def extract_ledger(
                      type(error).__name__)
             staging.con.execute("DELETE FROM stg_aging_report")
     staging.set_meta("server_clock", client.server_clock)
-    if rows and rejected / rows > max_rejected_fraction:
-        raise TooManyRejectedRowsError(
-            f"practice {practice_id}: {rejected} of {rows} rows rejected "
-            f"({rejected / rows:.1%}), more than max_rejected_fraction {max_rejected_fraction:.1%}"
-        )
+    _check_rejected_fraction(practice_id, rows, rejected, max_rejected_fraction)
     return ExtractResult(
         rows_extracted=rows, rows_rejected=rejected, requests=client.stats.requests,
         retries=client.stats.retries, pages=pages, reread_after_duplicates=reread,

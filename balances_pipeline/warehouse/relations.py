@@ -32,6 +32,14 @@ _BALANCE_COLUMNS: list[tuple[str, str]] = [
     ("guarantor_status", "VARCHAR"),  # PatStatus of the guarantor, where the source reports it
 ]
 
+_OUTSTANDING_COLUMNS = _BALANCE_COLUMNS + [
+    ("synced_patient_portion", MONEY),
+    ("synced_insurance_portion", MONEY),
+    ("synced_balance_total", MONEY),
+    ("override_id", "VARCHAR"),
+    ("is_overridden", "BOOLEAN"),
+]
+
 _TARGET_COLUMNS: list[tuple[str, str]] = [
     ("practice_id", "VARCHAR"),
     ("account_id", "VARCHAR"),
@@ -46,14 +54,7 @@ _TARGET_COLUMNS: list[tuple[str, str]] = [
 
 RELATIONS: dict[str, list[tuple[str, str]]] = {
     "account_balances": _BALANCE_COLUMNS,
-    "outstanding_balances": _BALANCE_COLUMNS
-    + [
-        ("synced_patient_portion", MONEY),
-        ("synced_insurance_portion", MONEY),
-        ("synced_balance_total", MONEY),
-        ("override_id", "VARCHAR"),
-        ("is_overridden", "BOOLEAN"),
-    ],
+    "outstanding_balances": _OUTSTANDING_COLUMNS,
     "aging_summary": [
         ("practice_id", "VARCHAR"),
         ("as_of_date", "DATE"),
@@ -98,15 +99,7 @@ RELATIONS: dict[str, list[tuple[str, str]]] = {
         ("reason", "VARCHAR"),
         ("raw", "VARCHAR"),
     ],
-    "balance_history": _BALANCE_COLUMNS
-    + [
-        ("synced_patient_portion", MONEY),
-        ("synced_insurance_portion", MONEY),
-        ("synced_balance_total", MONEY),
-        ("override_id", "VARCHAR"),
-        ("is_overridden", "BOOLEAN"),
-        ("snapshot_date", "DATE"),
-    ],
+    "balance_history": _OUTSTANDING_COLUMNS + [("snapshot_date", "DATE")],
     "collection_targets": _TARGET_COLUMNS,
     "collection_exclusions": [
         ("practice_id", "VARCHAR"),
