@@ -7,10 +7,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 import pytest
 import yaml
 
 from balances_pipeline.config import load_practices
+from balances_pipeline.home import layout
 from balances_pipeline.simulator import SimPractice, SimulatorServer
 
 DEVELOPER_KEY_ENV = "TEST_OD_DEVELOPER_KEY"
@@ -83,3 +85,22 @@ def simulated(
         practices_file = write_practices_file(tmp_path / "practices.yaml", entries)
         monkeypatch.setenv("BALANCES_PRACTICES_FILE", str(practices_file))
         yield SimulatedPractices(server, practices_file, keys)
+
+
+def warehouse_query(sql: str, params: list | None = None) -> list[tuple]:
+    """Query the analyst file of $BALANCES_HOME read-only, as an analyst would."""
+    con = duckdb.connect(str(layout().warehouse_path), read_only=True)
+    try:
+        return con.execute(sql, params or []).fetchall()
+    finally:
+        con.close()
+
+
+def warehouse_dicts(sql: str, params: list | None = None) -> list[dict]:
+    con = duckdb.connect(str(layout().warehouse_path), read_only=True)
+    try:
+        cursor = con.execute(sql, params or [])
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    finally:
+        con.close()

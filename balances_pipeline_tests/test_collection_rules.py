@@ -22,6 +22,7 @@ from balances_pipeline.manual_overrides import build_request, set_overrides
 from balances_pipeline.sync.collection_targets import evaluate_collection_targets, rules_table
 from balances_pipeline.sync.practice_sync import sync_practice
 from balances_pipeline.warehouse.sql_files import load_sql
+from balances_pipeline_tests.conftest import warehouse_query as query
 
 D = Decimal
 AS_OF = date(2026, 11, 30)
@@ -179,12 +180,6 @@ def with_rules(simulated):
     return simulated
 
 
-def query(sql: str, params: list | None = None) -> list[tuple]:
-    con = duckdb.connect(str(layout().warehouse_path), read_only=True)
-    try:
-        return con.execute(sql, params or []).fetchall()
-    finally:
-        con.close()
 
 
 def targets(practice_id: str = "alpha_dental") -> dict[str, tuple]:

@@ -12,12 +12,12 @@ import textwrap
 import time
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from balances_pipeline.home import layout
 from balances_pipeline.simulator import Faults
 from balances_pipeline.sync.practice_sync import sync_practice
+from balances_pipeline_tests.conftest import warehouse_query as query
 
 DAGSTER = str(Path(sys.executable).parent / "dagster")
 
@@ -37,12 +37,6 @@ def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
-def query(sql: str, params: list | None = None) -> list[tuple]:
-    con = duckdb.connect(str(layout().warehouse_path), read_only=True)
-    try:
-        return con.execute(sql, params or []).fetchall()
-    finally:
-        con.close()
 
 
 def test_cli_materialize_syncs_one_practice(simulated, dagster_home) -> None:

@@ -9,7 +9,6 @@ from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from balances_pipeline.config import load_practices
@@ -17,18 +16,13 @@ from balances_pipeline.home import layout
 from balances_pipeline.simulator import SimPractice, SimulatorServer
 from balances_pipeline.sync.practice_sync import sync_practice
 from balances_pipeline_tests.conftest import DEVELOPER_KEY_ENV, practice_entry, write_practices_file
+from balances_pipeline_tests.conftest import warehouse_query as query
 from balances_pipeline_tests.independent_aging import age_accounts
 
 D = Decimal
 FIXTURE = Path(__file__).parent / "fixtures" / "synthetic_opendental_400.json.gz"
 
 
-def query(sql: str, params: list | None = None) -> list[tuple]:
-    con = duckdb.connect(str(layout().warehouse_path), read_only=True)
-    try:
-        return con.execute(sql, params or []).fetchall()
-    finally:
-        con.close()
 
 
 @pytest.fixture

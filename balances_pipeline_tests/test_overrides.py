@@ -11,7 +11,6 @@ from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
-import duckdb
 import pytest
 from dagster import DagsterInstance, materialize
 
@@ -31,20 +30,13 @@ from balances_pipeline.manual_overrides import (
 from balances_pipeline.simulator import Faults
 from balances_pipeline.sync.practice_sync import rebuild_published, sync_practice
 from balances_pipeline.warehouse.working_db import WorkingDatabase
+from balances_pipeline_tests.conftest import warehouse_dicts as query
 
 D = Decimal
 BALANCES = str(Path(sys.executable).parent / "balances")
 PRACTICE = "alpha_dental"
 
 
-def query(sql: str, params: list | None = None) -> list[dict]:
-    con = duckdb.connect(str(layout().warehouse_path), read_only=True)
-    try:
-        cursor = con.execute(sql, params or [])
-        names = [column[0] for column in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-    finally:
-        con.close()
 
 
 def account(account_id: str) -> dict:

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 
-import duckdb
 import pytest
 from dagster import DagsterInstance, materialize
 
 from balances_pipeline.defs.assets import build_sync_assets
 from balances_pipeline.defs.partitions import practice_partitions
 from balances_pipeline.defs.resources import BalancesWarehouse
-from balances_pipeline.home import layout
 from balances_pipeline.simulator import Faults
 from balances_pipeline_tests.conftest import SimulatedPractices
+from balances_pipeline_tests.conftest import warehouse_query as query
 
 
 def run_sync(simulated: SimulatedPractices, practice_id: str, instance: DagsterInstance):
@@ -27,12 +26,6 @@ def run_sync(simulated: SimulatedPractices, practice_id: str, instance: DagsterI
     )
 
 
-def query(sql: str, params: list | None = None) -> list[tuple]:
-    con = duckdb.connect(str(layout().warehouse_path), read_only=True)
-    try:
-        return con.execute(sql, params or []).fetchall()
-    finally:
-        con.close()
 
 
 def failure_message(result) -> str:
