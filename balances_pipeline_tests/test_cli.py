@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -58,3 +60,31 @@ def test_demo_syncs_every_demo_practice_and_prints_the_summary(tmp_path) -> None
     assert all(row[1] > 0 for row in summary)
     assert oct(home.stat().st_mode & 0o777) == "0o700"
     assert oct((home / "warehouse.duckdb").stat().st_mode & 0o777) == "0o600"
+
+
+def test_simulator_changes_over_time_from_the_command_line(simulated) -> None:
+    url = simulated.server.url.removesuffix("/api/v1")
+    practice = "gamma_dental"
+    as_of = simulated.server.now(practice).date()
+    before = {row["PatNum"]: row["BalTotal"] for row in
+              simulated.server.aging_report(practice, as_of)}
+    account = next(iter(before))
+    added = run("simulator", "row", "add", "--url", url, "--practice", practice,
+                "--table", "adjustments",
+                "--fields", f'{{"PatNum": {account}, "AdjAmt": 10.05, '
+                            f'"AdjDate": "{as_of.isoformat()}"}}')
+    assert added.returncode == 0, added.stderr
+    key = json.loads(added.stdout)["AdjNum"]
+    after = {row["PatNum"]: row["BalTotal"] for row in
+             simulated.server.aging_report(practice, as_of)}
+    assert after[account] == before[account] + Decimal("10.05")
+    deleted = run("simulator", "row", "delete", "--url", url, "--practice", practice,
+                  "--table", "adjustments", "--key", str(key))
+    assert deleted.returncode == 0, deleted.stderr
+    assert {row["PatNum"]: row["BalTotal"] for row in
+            simulated.server.aging_report(practice, as_of)} == before
+    moved = run("simulator", "advance", "--url", url, "--practice", practice, "--days", "2")
+    assert moved.returncode == 0 and simulated.server.now(practice).date() > as_of
+    bad = run("simulator", "row", "edit", "--url", url, "--practice", practice,
+              "--table", "adjustments", "--fields", "{}")
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: edit needs --key"

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
 import threading
 from datetime import date
+from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,69 @@ def register(subparsers: Any) -> None:
     )
     serve.add_argument("--today", type=_parse_day, default=None, help="yyyy-mm-dd")
     serve.set_defaults(func=run_serve)
+
+    advance = commands.add_parser("advance", help="move a running simulator's clock")
+    _control_arguments(advance)
+    advance.add_argument("--days", type=float, required=True)
+    advance.set_defaults(func=run_control)
+    row = commands.add_parser(
+        "row", help="add, edit or delete a ledger row of a running simulator"
+    )
+    row.add_argument("action", choices=("add", "edit", "delete"))
+    _control_arguments(row)
+    row.add_argument("--table", required=True,
+                     choices=("patients", "procedurelogs", "claimprocs", "paysplits",
+                              "adjustments"))
+    row.add_argument("--key", type=int, help="the row's key (edit, delete)")
+    row.add_argument("--fields", default="{}",
+                     help='JSON object of Open Dental fields, e.g. \'{"SplitAmt": 50.00}\'')
+    row.set_defaults(func=run_control)
+
+
+def _control_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", default=f"http://127.0.0.1:{DEFAULT_PORT}",
+                        help="the running simulator (default: %(default)s)")
+    parser.add_argument("--practice", required=True)
+
+
+def run_control(args: argparse.Namespace) -> int:
+    """Change a running simulator through its loopback control paths; print the answer."""
+    import requests
+
+    base = f"{args.url.rstrip('/')}/_sim"
+    if args.simulator_command == "advance":
+        method, path = "POST", f"clock/{args.practice}"
+        body = json.dumps({"advance_days": args.days})
+    else:
+        try:
+            fields = json.loads(args.fields, parse_float=Decimal)
+        except ValueError:
+            fields = None
+        if not isinstance(fields, dict):
+            print("error: --fields is not a JSON object", file=sys.stderr)
+            return 2
+        body = args.fields  # sent as written: amounts stay exact JSON numbers
+        if args.action != "add" and args.key is None:
+            print(f"error: {args.action} needs --key", file=sys.stderr)
+            return 2
+        path = f"rows/{args.practice}/{args.table}"
+        method = {"add": "POST", "edit": "PATCH", "delete": "DELETE"}[args.action]
+        if args.action != "add":
+            path += f"/{args.key}"
+    try:
+        response = requests.request(
+            method, f"{base}/{path}", data=body.encode(), timeout=30
+        )
+    except requests.RequestException as error:
+        print(f"error: simulator not reachable at {args.url} ({type(error).__name__})",
+              file=sys.stderr)
+        return 2
+    if response.status_code >= 300:
+        print(f"error: simulator answered HTTP {response.status_code}: {response.text[:200]}",
+              file=sys.stderr)
+        return 2
+    print(response.text)
+    return 0
 
 
 def _parse_day(text: str) -> date:

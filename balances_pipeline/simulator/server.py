@@ -450,7 +450,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         parts = [unquote(p) for p in path.strip("/").split("/")]
         try:
-            payload = json.loads(body) if body.strip() else {}
+            payload = json.loads(body, parse_float=Decimal) if body.strip() else {}
             status, result = _Control(self.simulator).handle(method, parts, payload)
         except ApiError as error:
             status, result = error.status, {"error": error.message}
@@ -491,9 +491,9 @@ class _Control:
         runtime = self.simulator.runtime(practice_id)
         if method == "POST":
             days = payload.get("advance_days", 0) if isinstance(payload, dict) else None
-            if isinstance(days, bool) or not isinstance(days, int | float):
+            if isinstance(days, bool) or not isinstance(days, int | float | Decimal):
                 raise ValueError("advance_days must be a number")
-            runtime.advance(days)
+            runtime.advance(float(days))
         elif method != "GET":
             raise ApiError(405, f"method {method} not allowed")
         return 200, {"now": runtime.now().strftime("%Y-%m-%d %H:%M:%S")}
