@@ -10,6 +10,17 @@ those of that piece alone:
                       aging report pages, no validation, no warehouse
     sync worker       `sync_practice` in `aging_report` mode into a temporary BALANCES_HOME
 
+Ledger mode (`--mode ledger|both`) has a simulator of its own, dated today, and a practice
+with `source.mode: ledger`, `sync.frequency: hourly` and `BALANCES_AS_OF` fixed at today:
+
+    ledger baseline   the bare paging client over the five ledger endpoints
+    full sync worker  the day's first sync: a full refresh of the ledger
+    (parent)          adds K payments and adjustments on existing patients through the
+                      simulator's `POST /_sim/rows/<practice>/<table>`
+    incremental       a second sync worker on the same BALANCES_HOME: reads what changed
+    aging worker      `balances_pipeline.warehouse.ledger_bench.run(rows)` when it exists:
+                      the ledger aging SQL against a hand-written DuckDB query
+
 Peak RSS is each worker's own `getrusage(RUSAGE_SELF).ru_maxrss`, imports included. Wall
 times cover the work only (not interpreter start-up or imports, which are reported apart).
 The benchmark prints figures and never asserts a time: performance is measured here, not
@@ -47,6 +58,11 @@ CUSTOMER_KEY_ENV = "BENCH_PRACTICE_OD_CUSTOMER_KEY"
 AGING_ENDPOINT = "reports/Aging"
 PAGE_ROWS = 100
 RSS_TARGET_MB = 300
+RSS_TARGET_SIZE = "100,000 accounts / ~1M ledger rows"
+AGING_RATIO_TARGET = 1.5
+LEDGER_ENDPOINTS = ("patients", "procedurelogs", "claimprocs", "paysplits", "adjustments")
+MODES = ("aging_report", "ledger", "both")
+LEDGER_BENCH_MODULE = "balances_pipeline.warehouse.ledger_bench"
 RESULT_MARK = "BENCH_RESULT "
 PHASE_ORDER = ("extract", "publish")  # publish: transform + snapshot + atomic switch
 LISTEN_TIMEOUT_SECONDS = 120.0
@@ -93,25 +109,26 @@ def _worker_baseline(params: dict[str, Any]) -> dict[str, Any]:
     authorization = (
         f"ODFHIR {os.environ[DEVELOPER_KEY_ENV]}/{os.environ[CUSTOMER_KEY_ENV]}"
     )
-    url = f"{params['base_url']}/{AGING_ENDPOINT}"
+    # [endpoint, query] pairs: the aging report by default, the ledger endpoints in ledger mode
+    endpoints = params.get("endpoints") or [[AGING_ENDPOINT, {"DateAsOf": params["as_of"]}]]
     rows = requests_made = received = 0
     started = time.perf_counter()
     with requests.Session() as session:
         session.headers["Authorization"] = authorization
-        offset = 0
-        while True:
-            response = session.get(
-                url, params={"DateAsOf": params["as_of"], "Offset": offset}, timeout=120
-            )
-            requests_made += 1
-            response.raise_for_status()
-            body = response.content
-            received += len(body)
-            page = json.loads(body)
-            rows += len(page)
-            if len(page) < PAGE_ROWS:
-                break
-            offset += len(page)
+        for endpoint, query in endpoints:
+            url = f"{params['base_url']}/{endpoint}"
+            offset = 0
+            while True:
+                response = session.get(url, params={**query, "Offset": offset}, timeout=120)
+                requests_made += 1
+                response.raise_for_status()
+                body = response.content
+                received += len(body)
+                page = json.loads(body)
+                rows += len(page)
+                if len(page) < PAGE_ROWS:
+                    break
+                offset += len(page)
     return {
         "wall_seconds": time.perf_counter() - started,
         "rows": rows,
@@ -140,13 +157,18 @@ def _worker_sync(params: dict[str, Any]) -> dict[str, Any]:
     outcome = practice_sync.publish_practice(practice, layout())
     wall = time.perf_counter() - started
     phases = {"extract": extract_done - started, "publish": wall - (extract_done - started)}
+    peak_rss = _peak_rss_mb()  # before anything the benchmark itself reads below
     home = layout()
     snapshot = home.snapshots_dir / PRACTICE_ID / outcome.snapshot_id
+    sample = params.get("ledger_sample")
+    ledger = _ledger_facts(home.pipeline_dir, sample) if sample else {}
     return {
+        **ledger,
+        "mode": outcome.mode,
         "wall_seconds": wall,
         "import_seconds": import_seconds,
         "rss_after_imports_mb": rss_after_imports,
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss,
         "accounts": outcome.accounts,
         "rows_extracted": extracted.extract.rows_extracted,
         "rows_rejected": extracted.extract.rows_rejected,
@@ -160,10 +182,61 @@ def _worker_sync(params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _ledger_facts(pipeline_dir: Path, sample: int) -> dict[str, Any]:
+    """The synced ledger's table sizes and `sample` existing patients, spread evenly."""
+    import duckdb
+
+    from balances_pipeline.warehouse.ledger_store import LEDGER_TABLES
+
+    con = duckdb.connect(str(pipeline_dir / "ledger" / f"{PRACTICE_ID}.duckdb"), read_only=True)
+    try:
+        tables = {
+            table.endpoint.strip("/"): con.execute(
+                f"SELECT count(*) FROM {table.table}"  # noqa: S608 - our own table names
+            ).fetchall()[0][0]
+            for table in LEDGER_TABLES
+        }
+        patients = [row[0] for row in con.execute(
+            "SELECT pat_num FROM (SELECT pat_num, row_number() OVER (ORDER BY pat_num) AS n,"
+            " count(*) OVER () AS total FROM ledger_patients)"
+            " WHERE (n - 1) % greatest(total // ?, 1) = 0 ORDER BY pat_num LIMIT ?",
+            [sample, sample],
+        ).fetchall()]
+    finally:
+        con.close()
+    return {"ledger_tables": tables, "sample_patients": patients}
+
+
+def _worker_ledger_aging(params: dict[str, Any]) -> dict[str, Any]:
+    """`ledger_bench.run(rows)` when the module exists and exposes it; else why not."""
+    import importlib
+
+    try:
+        module = importlib.import_module(LEDGER_BENCH_MODULE)
+    except ModuleNotFoundError as error:
+        if error.name != LEDGER_BENCH_MODULE:
+            raise
+        return {"skipped": f"{LEDGER_BENCH_MODULE} does not exist"}
+    run = getattr(module, "run", None)
+    if not callable(run):
+        return {"skipped": f"{LEDGER_BENCH_MODULE} exposes no run()"}
+    started = time.perf_counter()
+    result = run(rows=params["rows"])
+    wall = time.perf_counter() - started
+    if not isinstance(result, dict):
+        return {"skipped": f"{LEDGER_BENCH_MODULE}.run() returned {type(result).__name__}"}
+    return {
+        "result": json.loads(json.dumps(result, default=str)),
+        "wall_seconds": wall,
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
 WORKERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "setup": _worker_setup,
     "baseline": _worker_baseline,
     "sync": _worker_sync,
+    "ledger_aging": _worker_ledger_aging,
 }
 
 
@@ -234,11 +307,13 @@ def _machine() -> dict[str, Any]:
 
 
 @contextmanager
-def _simulator(config: Path, port: int, env: dict[str, str], log: Path) -> Iterator[str]:
+def _simulator(
+    config: Path, port: int, env: dict[str, str], log: Path, today: date = AS_OF
+) -> Iterator[str]:
     """`balances simulator serve` in a subprocess; yields its API base URL."""
     command = [
         sys.executable, "-m", "balances_pipeline.cli", "simulator", "serve",
-        "--config", str(config), "--port", str(port), "--today", AS_OF.isoformat(),
+        "--config", str(config), "--port", str(port), "--today", today.isoformat(),
     ]
     with log.open("w", encoding="utf-8") as errors:
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
@@ -283,14 +358,14 @@ def _wait_listening(
     raise BenchError(f"simulator did not report listening in {LISTEN_TIMEOUT_SECONDS:.0f} s")
 
 
-def _warm_up(base_url: str, env: dict[str, str]) -> float:
+def _warm_up(base_url: str, env: dict[str, str], as_of: date = AS_OF) -> float:
     """One small request of the report: the simulator builds its ledger and aging now."""
     import requests
 
     started = time.perf_counter()
     response = requests.get(
         f"{base_url}/{AGING_ENDPOINT}",
-        params={"DateAsOf": AS_OF.isoformat(), "Offset": 0, "Limit": 1},
+        params={"DateAsOf": as_of.isoformat(), "Offset": 0, "Limit": 1},
         headers={"Authorization": f"ODFHIR {env[DEVELOPER_KEY_ENV]}/{env[CUSTOMER_KEY_ENV]}"},
         timeout=WARMUP_TIMEOUT_SECONDS,
     )
@@ -306,7 +381,9 @@ def _write_yaml(path: Path, document: dict[str, Any]) -> Path:
     return path
 
 
-def _measure(accounts: int, port: int, repeat: int, workdir: Path) -> dict[str, Any]:
+def _bench_env(accounts: int, workdir: Path) -> tuple[dict[str, str], Path]:
+    """The workers' environment (fresh keys, no shared group) and the simulator's config."""
+    workdir.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
         DEVELOPER_KEY_ENV: secrets.token_hex(16),
@@ -314,7 +391,7 @@ def _measure(accounts: int, port: int, repeat: int, workdir: Path) -> dict[str, 
         "BALANCES_AS_OF": AS_OF.isoformat(),
         "PYTHONUNBUFFERED": "1",
     }
-    for name in ("BALANCES_SHARED_GROUP", "DAGSTER_HOME"):
+    for name in ("BALANCES_SHARED_GROUP", "DAGSTER_HOME", "BALANCES_HOME"):
         env.pop(name, None)
     sim_config = _write_yaml(workdir / "simulator.yaml", {
         "developer_key_env": DEVELOPER_KEY_ENV,
@@ -323,6 +400,26 @@ def _measure(accounts: int, port: int, repeat: int, workdir: Path) -> dict[str, 
             "accounts": accounts, "seed": SEED,
         }],
     })
+    return env, sim_config
+
+
+def _practice(base_url: str, mode: str) -> dict[str, Any]:
+    practice: dict[str, Any] = {
+        "id": PRACTICE_ID,
+        "name": "Bench Practice",
+        "timezone": "America/Chicago",
+    }
+    if mode == "ledger":  # hourly: the day's second sync is incremental
+        practice["sync"] = {"frequency": "hourly"}
+    practice["source"] = {
+        "type": "opendental", "base_url": base_url, "mode": mode,
+        "developer_key_env": DEVELOPER_KEY_ENV, "customer_key_env": CUSTOMER_KEY_ENV,
+    }
+    return {"practices": [practice]}
+
+
+def _measure(accounts: int, port: int, repeat: int, workdir: Path) -> dict[str, Any]:
+    env, sim_config = _bench_env(accounts, workdir)
     setup = _run_worker(
         "setup", {"accounts": accounts, "seed": SEED, "as_of": AS_OF.isoformat()}, env
     )
@@ -330,15 +427,9 @@ def _measure(accounts: int, port: int, repeat: int, workdir: Path) -> dict[str, 
     syncs: list[dict[str, Any]] = []
     with _simulator(sim_config, port, env, workdir / "simulator.log") as base_url:
         warmup = _warm_up(base_url, env)
-        practices_file = _write_yaml(workdir / "practices.yaml", {"practices": [{
-            "id": PRACTICE_ID,
-            "name": "Bench Practice",
-            "timezone": "America/Chicago",
-            "source": {
-                "type": "opendental", "base_url": base_url, "mode": "aging_report",
-                "developer_key_env": DEVELOPER_KEY_ENV, "customer_key_env": CUSTOMER_KEY_ENV,
-            },
-        }]})
+        practices_file = _write_yaml(
+            workdir / "practices.yaml", _practice(base_url, "aging_report")
+        )
         env["BALANCES_PRACTICES_FILE"] = str(practices_file)
         for run in range(repeat):
             baselines.append(
@@ -353,6 +444,75 @@ def _measure(accounts: int, port: int, repeat: int, workdir: Path) -> dict[str, 
             )
             shutil.rmtree(home, ignore_errors=True)
     return {"setup": setup, "warmup_seconds": warmup, "baselines": baselines, "syncs": syncs}
+
+
+def _add_rows(base_url: str, patients: list[int], count: int, on: date) -> dict[str, Any]:
+    """`count` payments and adjustments (alternately) on existing patients, through the
+    simulator's control path, as a front desk would post them during the day."""
+    import requests
+
+    if not patients:
+        raise BenchError("the full ledger sync found no patients to post payments on")
+    root = base_url.rsplit("/api/", 1)[0]
+    tables = {"paysplits": 0, "adjustments": 0}
+    started = time.perf_counter()
+    with requests.Session() as session:
+        for i in range(count):
+            patient = patients[i % len(patients)]
+            if i % 2 == 0:
+                table = "paysplits"
+                row = {"PatNum": patient, "SplitAmt": f"{25 + i}.00", "DatePay": on.isoformat()}
+            else:
+                table = "adjustments"
+                row = {"PatNum": patient, "AdjDate": on.isoformat(), "AdjAmt": f"-{5 + i}.00"}
+            response = session.post(f"{root}/_sim/rows/{PRACTICE_ID}/{table}", json=row,
+                                    timeout=60)
+            if response.status_code != 201:
+                raise BenchError(
+                    f"adding a row to {table} failed: HTTP {response.status_code}"
+                )
+            tables[table] += 1
+    return {
+        "seconds": time.perf_counter() - started,
+        "tables": tables,
+        "patients": len(set(patients[: count])),
+    }
+
+
+def _measure_ledger(
+    accounts: int, port: int, changes: int, ledger_rows: int, workdir: Path
+) -> dict[str, Any]:
+    """Full ledger sync, K changes, incremental sync, then the aging transform alone."""
+    as_of = date.today()  # BALANCES_AS_OF fixed: both syncs are of the same local day
+    env, sim_config = _bench_env(accounts, workdir)
+    env["BALANCES_AS_OF"] = as_of.isoformat()
+    with _simulator(sim_config, port, env, workdir / "simulator-ledger.log", as_of) as base_url:
+        warmup = _warm_up(base_url, env, as_of)
+        practices_file = _write_yaml(
+            workdir / "practices-ledger.yaml", _practice(base_url, "ledger")
+        )
+        env["BALANCES_PRACTICES_FILE"] = str(practices_file)
+        baseline = _run_worker("baseline", {
+            "base_url": base_url, "as_of": as_of.isoformat(),
+            "endpoints": [[endpoint, {}] for endpoint in LEDGER_ENDPOINTS],
+        }, env)
+        sync_env = {**env, "BALANCES_HOME": str(workdir / "home-ledger")}
+        worker = {"practices_file": str(practices_file), "ledger_sample": changes}
+        full = _run_worker("sync", worker, sync_env)
+        if full["mode"] != "full":
+            raise BenchError(f"the first ledger sync of the day was {full['mode']}, not full")
+        changed = _add_rows(base_url, full["sample_patients"], changes, as_of)
+        incremental = _run_worker("sync", worker, sync_env)
+        if incremental["mode"] != "incremental":
+            raise BenchError(
+                f"the second ledger sync of the day was {incremental['mode']}, not incremental"
+            )
+    aging = _run_worker("ledger_aging", {"rows": ledger_rows}, env)
+    return {
+        "as_of": as_of.isoformat(), "warmup_seconds": warmup, "baseline": baseline,
+        "full": full, "changes": changed, "incremental": incremental,
+        "aging": aging, "aging_rows_requested": ledger_rows,
+    }
 
 
 # --- figures ------------------------------------------------------------------------------
@@ -412,19 +572,31 @@ def _summarize(accounts: int, repeat: int, measured: dict[str, Any]) -> dict[str
     }
 
 
-def _lines(machine: dict[str, Any], measured: dict[str, Any], summary: dict[str, Any]) -> list[str]:
+def _header_lines(
+    machine: dict[str, Any], accounts: int, mode: str, repeat: int, ledger_as_of: date | None
+) -> list[str]:
+    dates = []
+    if mode in ("aging_report", "both"):
+        dates.append(f"{AS_OF.isoformat()} (aging_report)")
+    if ledger_as_of is not None:
+        dates.append(f"{ledger_as_of.isoformat()} (ledger)")
+    return [
+        f"balances bench: {accounts:,} accounts, mode {mode}, as of {' and '.join(dates)}, "
+        f"repeat {repeat}",
+        f"machine: {machine['cpu_model']}; {machine['cores_logical']} cores "
+        f"({machine['cores_physical']} physical); {machine['ram_gb']:.1f} GiB RAM; "
+        f"{machine['os']}; python {machine['python']}; duckdb {machine['duckdb']}; "
+        f"dagster {machine['dagster']}",
+    ]
+
+
+def _lines(measured: dict[str, Any], summary: dict[str, Any]) -> list[str]:
     setup, baselines, syncs = measured["setup"], measured["baselines"], measured["syncs"]
     accounts = summary["accounts"]
     tables = ", ".join(f"{name} {count:,}" for name, count in setup["ledger_rows"].items())
     sync, baseline = syncs[-1], baselines[-1]
     base_wall, sync_wall = summary["baseline_wall_seconds"], summary["sync_wall_seconds"]
     lines = [
-        f"balances bench: {accounts:,} accounts, as of {summary['as_of']}, "
-        f"repeat {summary['repeat']}",
-        f"machine: {machine['cpu_model']}; {machine['cores_logical']} cores "
-        f"({machine['cores_physical']} physical); {machine['ram_gb']:.1f} GiB RAM; "
-        f"{machine['os']}; python {machine['python']}; duckdb {machine['duckdb']}; "
-        f"dagster {machine['dagster']}",
         f"data: 1 practice, {accounts:,} accounts (seed {SEED}); ledger "
         f"{summary['ledger_rows']:,} rows ({tables}); aging report {setup['aging_rows']:,} "
         f"guarantor rows, {sync['pages']:,} pages of {PAGE_ROWS}",
@@ -468,20 +640,152 @@ def _lines(machine: dict[str, Any], measured: dict[str, Any], summary: dict[str,
     return lines
 
 
+def _flatten(value: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, item in value.items():
+        name = f"{prefix}{key}"
+        if isinstance(item, dict):
+            flat.update(_flatten(item, f"{name}_"))
+        else:
+            flat[name] = item
+    return flat
+
+
+def _aging_figures(result: dict[str, Any]) -> dict[str, float | None]:
+    """Time, baseline, ratio and rows out of `ledger_bench.run()`'s dict (`transform_s`,
+    `baseline_s`, `ratio`, `rows`), tolerating other spellings of those keys."""
+    numbers = {
+        key.lower(): float(value) for key, value in _flatten(result).items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    }
+
+    def timing(key: str) -> bool:
+        return "second" in key or key.endswith(("_s", "_time", "time"))
+
+    def first(names: Sequence[str], fallback: Callable[[str], bool]) -> float | None:
+        for name in names:
+            if name in numbers:
+                return numbers[name]
+        return next((value for key, value in numbers.items() if fallback(key)), None)
+
+    baseline = first(("baseline_seconds", "baseline"),
+                     lambda key: "baseline" in key and timing(key))
+    seconds = first(
+        ("transform_s", "transform_seconds", "seconds", "sql_seconds", "sql_s", "aging_seconds",
+         "aging_s", "pipeline_seconds", "pipeline_s", "project_seconds", "ours_seconds"),
+        lambda key: timing(key) and not any(
+            word in key for word in ("baseline", "ratio", "generat", "setup", "load")
+        ),
+    )
+    ratio = first(("ratio", "ratio_to_baseline"), lambda key: "ratio" in key)
+    if ratio is None and seconds is not None and baseline:
+        ratio = seconds / baseline
+    rows = first(("rows", "ledger_rows"), lambda key: key.endswith("rows"))
+    return {"seconds": seconds, "baseline": baseline, "ratio": ratio, "rows": rows}
+
+
+def _ledger_lines(accounts: int, ledger: dict[str, Any]) -> list[str]:
+    full, incremental, baseline = ledger["full"], ledger["incremental"], ledger["baseline"]
+    changes = ledger["changes"]
+    count = sum(changes["tables"].values())
+    rows = full["rows_extracted"]
+    before = sum(full["ledger_tables"].values())
+    after = sum(incremental["ledger_tables"].values())
+    tables = ", ".join(f"{name} {size:,}" for name, size in full["ledger_tables"].items())
+    size = f"{accounts:,} accounts, {before:,} ledger rows"
+    full_wall, base_wall = full["wall_seconds"], baseline["wall_seconds"]
+    inc_wall = incremental["wall_seconds"]
+    full_rss, base_rss = full["peak_rss_mb"], baseline["peak_rss_mb"]
+    full_requests, inc_requests = full["requests"], incremental["requests"]
+
+    def phases(run: dict[str, Any]) -> str:
+        return ", ".join(f"{name} {_s(run['phases'][name])}" for name in PHASE_ORDER
+                         if name in run["phases"])
+
+    lines = [
+        f"ledger data: 1 practice, {accounts:,} accounts (seed {SEED}), as of "
+        f"{ledger['as_of']} (BALANCES_AS_OF fixed, sync.frequency hourly); ledger "
+        f"{before:,} rows ({tables}); simulator warm-up request "
+        f"{_s(ledger['warmup_seconds'])} (not part of the sync)",
+        f"ledger baseline paging {baseline['rows']:,} rows of {len(LEDGER_ENDPOINTS)} endpoints "
+        f"(requests + json.loads, no validation, no warehouse; {size}): {_s(base_wall)} wall, "
+        f"{baseline['rows'] / base_wall:,.0f} rows/s, {baseline['requests']:,} requests, "
+        f"{baseline['bytes'] / 1024**2:.2f} MB received, peak RSS {base_rss:.0f} MB",
+        f"ledger full sync {accounts:,} accounts: {_s(full_wall)} wall ({phases(full)}), "
+        f"{accounts / full_wall:,.0f} accounts/s, {rows / full_wall:,.0f} rows/s ({rows:,} "
+        f"ledger rows extracted, {full['rows_rejected']:,} rejected, {full['accounts']:,} "
+        f"balances), {full_requests:,} requests, {full['retries']:,} retries, peak RSS "
+        f"{full_rss:.0f} MB; baseline paging {_s(base_wall)} → ratio {full_wall / base_wall:.2f}",
+        f"ledger full sync memory ({size}): peak RSS {full_rss:.0f} MB (target < "
+        f"{RSS_TARGET_MB} MB at {RSS_TARGET_SIZE}) → ratio {full_rss / RSS_TARGET_MB:.2f} of "
+        f"the target; after imports {full['rss_after_imports_mb']:.0f} MB; baseline paging "
+        f"peak RSS {base_rss:.0f} MB → ratio {full_rss / base_rss:.2f}",
+        f"ledger changes ({size}): {count} rows added through POST /_sim/rows "
+        f"({changes['tables']['paysplits']} paysplits, {changes['tables']['adjustments']} "
+        f"adjustments on {changes['patients']} existing patients); ledger {before:,} → "
+        f"{after:,} rows → ratio {after / before:.6f}",
+        f"ledger incremental sync {accounts:,} accounts ({count} rows changed): "
+        f"{_s(inc_wall)} wall ({phases(incremental)}), {incremental['rows_extracted']:,} rows "
+        f"extracted, {inc_requests:,} requests, {incremental['retries']:,} retries, peak RSS "
+        f"{incremental['peak_rss_mb']:.0f} MB; full sync {_s(full_wall)} → ratio "
+        f"{inc_wall / full_wall:.3f}",
+        f"incremental requests: {inc_requests:,} vs full: {full_requests:,} (ratio "
+        f"{inc_requests / full_requests:.4f}); {size}, {count} rows changed",
+    ]
+    aging, requested = ledger["aging"], ledger["aging_rows_requested"]
+    if "skipped" in aging:
+        lines.append(
+            f"ledger aging transform {requested:,} ledger rows: skipped ({aging['skipped']}); "
+            f"target < {AGING_RATIO_TARGET}x the hand-written DuckDB baseline"
+        )
+        return lines
+    figures = _aging_figures(aging["result"])
+    aged = int(figures["rows"]) if figures["rows"] is not None else requested
+    if figures["seconds"] is None or figures["baseline"] is None or figures["ratio"] is None:
+        raw = ", ".join(f"{key} {value}" for key, value in _flatten(aging["result"]).items())
+        lines.append(
+            f"ledger aging transform {aged:,} ledger rows (ledger_bench.run, as returned): "
+            f"{raw}; target < {AGING_RATIO_TARGET}x the hand-written DuckDB baseline"
+        )
+        return lines
+    lines.append(
+        f"ledger aging transform {aged:,} ledger rows: {_s(figures['seconds'])}; hand-written "
+        f"DuckDB baseline {_s(figures['baseline'])} → ratio {figures['ratio']:.2f} (target < "
+        f"{AGING_RATIO_TARGET}x); worker peak RSS {aging['peak_rss_mb']:.0f} MB"
+    )
+    return lines
+
+
 def run_benchmark(
-    accounts: int = 50_000, port: int = 0, repeat: int = 1, json_path: str | Path | None = None
+    accounts: int = 50_000,
+    port: int = 0,
+    repeat: int = 1,
+    json_path: str | Path | None = None,
+    mode: str = "both",
+    ledger_rows: int = 1_000_000,
+    changes: int = 20,
 ) -> int:
     """Run the benchmark and print its figures; 0 on success, 1 with a one-line error."""
-    if accounts < 1 or repeat < 1 or not 0 <= port <= 65535:
-        print("balances bench: error: --accounts and --repeat must be at least 1, "
-              "--port within 0-65535", file=sys.stderr)
+    if accounts < 1 or repeat < 1 or ledger_rows < 1 or changes < 1 or not 0 <= port <= 65535:
+        print("balances bench: error: --accounts, --repeat, --ledger-rows and --changes must "
+              "be at least 1, --port within 0-65535", file=sys.stderr)
+        return 2
+    if mode not in MODES:
+        print(f"balances bench: error: --mode must be one of {', '.join(MODES)}",
+              file=sys.stderr)
         return 2
     clock = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="balances-bench-"))
+    measured: dict[str, Any] = {}
+    summary: dict[str, Any] | None = None
+    ledger: dict[str, Any] | None = None
     try:
         machine = _machine()
-        measured = _measure(accounts, port, repeat, workdir)
-        summary = _summarize(accounts, repeat, measured)
+        if mode in ("aging_report", "both"):
+            measured = _measure(accounts, port, repeat, workdir / "aging_report")
+            summary = _summarize(accounts, repeat, measured)
+        if mode in ("ledger", "both"):
+            ledger = _measure_ledger(accounts, port, changes, ledger_rows, workdir / "ledger")
     except (BenchError, OSError, ValueError, KeyError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"balances bench: error: {message}", file=sys.stderr)
@@ -489,12 +793,19 @@ def run_benchmark(
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     total = time.monotonic() - clock
-    for line in _lines(machine, measured, summary):
+    ledger_as_of = date.fromisoformat(ledger["as_of"]) if ledger else None
+    lines = _header_lines(machine, accounts, mode, repeat, ledger_as_of)
+    if summary is not None:
+        lines += _lines(measured, summary)
+    if ledger is not None:
+        lines += _ledger_lines(accounts, ledger)
+    for line in lines:
         print(line)
     print(f"benchmark total: {_s(total)}")
     if json_path is not None:
         document = {
-            "machine": machine, "summary": summary, **measured, "total_seconds": total,
+            "machine": machine, "mode": mode, "summary": summary, **measured,
+            "ledger": ledger, "total_seconds": total,
         }
         try:
             Path(json_path).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")

@@ -132,7 +132,8 @@ def _bench(args: argparse.Namespace) -> int:
     from balances_pipeline.bench import run_benchmark
 
     return run_benchmark(
-        accounts=args.accounts, port=args.port, repeat=args.repeat, json_path=args.json
+        accounts=args.accounts, port=args.port, repeat=args.repeat, json_path=args.json,
+        mode=args.mode, ledger_rows=args.ledger_rows, changes=args.changes,
     )
 
 
@@ -209,6 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--accounts", type=int, default=50_000)
     bench.add_argument("--port", type=int, default=0, help="simulator port (0: any free)")
     bench.add_argument("--repeat", type=int, default=1, help="runs of baseline + sync")
+    bench.add_argument("--mode", choices=("aging_report", "ledger", "both"), default="both",
+                       help="source mode(s) to measure (default both)")
+    bench.add_argument("--ledger-rows", type=int, default=1_000_000, metavar="N",
+                       help="ledger rows for the aging transform vs its baseline")
+    bench.add_argument("--changes", type=int, default=20, metavar="K",
+                       help="rows added between the full and the incremental ledger sync")
     bench.add_argument("--json", default=None, metavar="PATH",
                        help="also write the figures as JSON to PATH")
     bench.set_defaults(handler=_bench)

@@ -6,16 +6,18 @@ Performance is measured by the benchmark, never asserted here: no timing checks.
 from __future__ import annotations
 
 import json
+import re
+import sys
+import types
 from pathlib import Path
 
 import pytest
 
+from balances_pipeline import bench
 from balances_pipeline.bench import run_benchmark
 from balances_pipeline.cli import main
 
-FIGURE_LINES = (
-    "balances bench: 300 accounts",
-    "machine: ",
+AGING_REPORT_LINES = (
     "data: 1 practice, 300 accounts",
     "simulator setup 300 accounts",
     "baseline paging ",
@@ -23,23 +25,64 @@ FIGURE_LINES = (
     "sync memory: peak RSS ",
     "sync phases: extract ",
     "publish: ",
+)
+LEDGER_LINES = (
+    "ledger data: 1 practice, 300 accounts",
+    "ledger baseline paging ",
+    "ledger full sync 300 accounts: ",
+    "ledger full sync memory (300 accounts, ",
+    "ledger changes (300 accounts, ",
+    "ledger incremental sync 300 accounts (20 rows changed): ",
+    "incremental requests: ",
+    "ledger aging transform 20,000 ledger rows",
+)
+FIGURE_LINES = (
+    "balances bench: 300 accounts, mode both",
+    "machine: ",
+    *AGING_REPORT_LINES,
+    *LEDGER_LINES,
     "benchmark total: ",
 )
 
 
+def _line(lines: list[str], prefix: str) -> str:
+    return next(line for line in lines if line.startswith(prefix))
+
+
 def test_bench_prints_every_figure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     figures = tmp_path / "bench.json"
-    assert run_benchmark(accounts=300, json_path=figures) == 0
+    assert run_benchmark(accounts=300, json_path=figures, ledger_rows=20_000) == 0
     lines = capsys.readouterr().out.splitlines()
     for prefix in FIGURE_LINES:
         assert any(line.startswith(prefix) for line in lines), f"missing line {prefix!r}"
-    sync = next(line for line in lines if line.startswith("sync 300 accounts"))
+    sync = _line(lines, "sync 300 accounts")
     for part in ("s wall", "accounts/s", "rows/s", "requests", "retries", "peak RSS",
                  "→ ratio"):
         assert part in sync
-    machine = next(line for line in lines if line.startswith("machine: "))
+    machine = _line(lines, "machine: ")
     for part in ("cores", "GiB RAM", "python", "duckdb", "dagster"):
         assert part in machine
+    full = _line(lines, "ledger full sync 300 accounts: ")
+    for part in ("s wall", "accounts/s", "ledger rows extracted", "requests", "peak RSS",
+                 "→ ratio"):
+        assert part in full
+    memory = _line(lines, "ledger full sync memory")
+    assert "target < 300 MB" in memory and "→ ratio" in memory
+    # Every ledger figure names the data size and a ratio to its baseline (the baseline
+    # paging line is that baseline; the aging transform's line may say it was skipped).
+    assert "300 accounts" in _line(lines, "ledger baseline paging ")
+    for prefix in LEDGER_LINES[2:-1]:
+        line = _line(lines, prefix)
+        assert "300 accounts" in line and "ratio" in line, line
+    aging = _line(lines, "ledger aging transform")
+    assert "skipped" in aging or ("ratio" in aging or "as returned" in aging)
+
+    requests = _line(lines, "incremental requests: ")
+    match = re.match(r"incremental requests: ([\d,]+) vs full: ([\d,]+) \(ratio ", requests)
+    assert match, requests
+    incremental, full_requests = (int(group.replace(",", "")) for group in match.groups())
+    assert 0 < incremental < full_requests
+
     document = json.loads(figures.read_text(encoding="utf-8"))
     summary = document["summary"]
     assert summary["accounts"] == 300
@@ -48,9 +91,47 @@ def test_bench_prints_every_figure(tmp_path: Path, capsys: pytest.CaptureFixture
     assert document["syncs"][0]["rows_extracted"] == document["setup"]["aging_rows"]
     assert document["syncs"][0]["rows_extracted"] == document["baselines"][0]["rows"]
     assert document["syncs"][0]["retries"] == 0
+    ledger = document["ledger"]
+    assert ledger["full"]["mode"] == "full" and ledger["incremental"]["mode"] == "incremental"
+    assert ledger["full"]["rows_extracted"] == ledger["baseline"]["rows"]
+    added = sum(ledger["incremental"]["ledger_tables"].values()) - sum(
+        ledger["full"]["ledger_tables"].values()
+    )
+    assert added == 20
+    assert ledger["incremental"]["rows_extracted"] < ledger["full"]["rows_extracted"]
+
+
+def test_bench_ledger_mode_alone(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--accounts", "50", "--mode", "ledger", "--ledger-rows", "1000",
+                 "--changes", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("balances bench: 50 accounts, mode ledger")
+    assert not any(line.startswith("sync 50 accounts (aging_report)") for line in lines)
+    assert any(line.startswith("incremental requests: ") for line in lines)
+
+
+def test_ledger_aging_worker_reads_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = types.ModuleType(bench.LEDGER_BENCH_MODULE)
+    fake.run = lambda rows=1_000_000: {  # type: ignore[attr-defined]
+        "rows": rows, "generate_s": 9.0, "transform_s": 0.3, "baseline_s": 0.2,
+    }
+    monkeypatch.setitem(sys.modules, bench.LEDGER_BENCH_MODULE, fake)
+    result = bench._worker_ledger_aging({"rows": 1000})
+    figures = bench._aging_figures(result["result"])
+    assert figures == {"seconds": 0.3, "baseline": 0.2, "ratio": pytest.approx(1.5),
+                       "rows": 1000.0}
+    nested = bench._aging_figures(
+        {"ledger_rows": 5, "pipeline": {"seconds": 2.0}, "baseline": {"seconds": 1.0}}
+    )
+    assert nested["seconds"] == 2.0 and nested["baseline"] == 1.0 and nested["ratio"] == 2.0
+
+    monkeypatch.setitem(sys.modules, bench.LEDGER_BENCH_MODULE,
+                        types.ModuleType(bench.LEDGER_BENCH_MODULE))
+    assert "skipped" in bench._worker_ledger_aging({"rows": 1000})
 
 
 def test_bench_rejects_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["bench", "--accounts", "0"]) != 0
-    error = capsys.readouterr().err.strip()
-    assert len(error.splitlines()) == 1 and "error" in error
+    for argv in (["--accounts", "0"], ["--ledger-rows", "0"], ["--changes", "0"]):
+        assert main(["bench", *argv]) != 0
+        error = capsys.readouterr().err.strip()
+        assert len(error.splitlines()) == 1 and "error" in error
