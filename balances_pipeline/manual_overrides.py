@@ -16,13 +16,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-import duckdb
-
 from balances_pipeline.config import Practice, PracticesFile
 from balances_pipeline.home import Layout
 from balances_pipeline.sync.collection_targets import refresh_collection_targets
 from balances_pipeline.sync.practice_sync import recompute_practice
-from balances_pipeline.warehouse import override_store
+from balances_pipeline.warehouse import duck, override_store
 from balances_pipeline.warehouse.override_store import OverrideEvent
 from balances_pipeline.warehouse.publish import practice_lock
 from balances_pipeline.warehouse.snapshots import SnapshotStore
@@ -103,7 +101,7 @@ def synced_portions(layout: Layout, practice_id: str) -> dict[str, tuple[Decimal
     current = SnapshotStore(layout).current_dir(practice_id)
     if current is None or not (current / "account_balances.parquet").exists():
         raise OverrideError(f"practice {practice_id} has no synced balances yet")
-    con = duckdb.connect()
+    con = duck.connect()
     try:
         rows = con.execute(
             "SELECT account_id, patient_portion, insurance_portion FROM read_parquet(?)",

@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from balances_pipeline.config import CollectionRule, Practice, PracticesFile, RulesError
 from balances_pipeline.home import Layout
+from balances_pipeline.warehouse import duck
 from balances_pipeline.warehouse.publish import practice_lock, publish
 from balances_pipeline.warehouse.relations import COLLECTION_RELATIONS
 from balances_pipeline.warehouse.snapshots import SnapshotStore, copy_to_parquet, sql_literal
@@ -128,7 +129,7 @@ def evaluate_collection_targets(
             raise NoBalancesYet(f"practice {practice.id}: no synced balances yet")
         longest = max((rule.cooldown_days for rule in rules), default=0)
         sync_id, as_of, blocks, history = _inputs(working_db, practice.id, longest)
-        work = duckdb.connect()
+        work = duck.connect()
         try:
             work.execute(
                 "CREATE TABLE outstanding_balances AS SELECT * FROM read_parquet(?)",

@@ -45,7 +45,7 @@ from balances_pipeline.sync.overrides import (
     still_active,
 )
 from balances_pipeline.sync.summary import build_aging_summary
-from balances_pipeline.warehouse import override_store, sync_runs
+from balances_pipeline.warehouse import duck, override_store, sync_runs
 from balances_pipeline.warehouse.analyst import ensure_analyst_warehouse
 from balances_pipeline.warehouse.history import write_history
 from balances_pipeline.warehouse.ledger_store import (
@@ -506,7 +506,7 @@ def recompute_practice(
             override_store.append_events(con, events)
             active = override_store.active_overrides(con, practice.id)
             con.execute("ROLLBACK")
-        work = duckdb.connect()
+        work = duck.connect()
         try:
             work.execute(
                 "CREATE TABLE account_balances AS SELECT * FROM read_parquet(?)",

@@ -14,6 +14,7 @@ import uuid
 import duckdb
 
 from balances_pipeline.home import Layout
+from balances_pipeline.warehouse import duck
 from balances_pipeline.warehouse.relations import (
     DERIVED_VIEWS,
     HISTORY_RELATIONS,
@@ -64,7 +65,7 @@ def ensure_analyst_warehouse(layout: Layout, *, force: bool = False) -> bool:
     if not force and _current_fingerprint(layout) == _fingerprint(layout):
         return False
     temporary = layout.warehouse_path.with_name(f".warehouse.{uuid.uuid4().hex}.tmp")
-    con = duckdb.connect(str(temporary))
+    con = duck.connect(temporary)
     try:
         for relation in RELATIONS:
             con.execute(view_sql(layout, relation))

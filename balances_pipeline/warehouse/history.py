@@ -11,9 +11,8 @@ import uuid
 from datetime import date, timedelta
 from pathlib import Path
 
-import duckdb
-
 from balances_pipeline.home import Layout
+from balances_pipeline.warehouse import duck
 from balances_pipeline.warehouse.snapshots import copy_to_parquet
 
 
@@ -26,7 +25,7 @@ def write_history(
     layout.secure_published(folder)
     target = folder / f"{as_of.isoformat()}.parquet"
     temporary = folder / f".{target.name}.{uuid.uuid4().hex}.tmp"
-    con = duckdb.connect()
+    con = duck.connect()
     try:
         copy_to_parquet(
             con, "balance_history",

@@ -26,6 +26,7 @@ from balances_pipeline.sources.opendental_rows import (
     PAYSPLITS_ENDPOINT,
     PROCEDURES_ENDPOINT,
 )
+from balances_pipeline.warehouse import duck
 from balances_pipeline.warehouse.snapshots import sql_literal
 from balances_pipeline.warehouse.sql_files import load_sql
 
@@ -142,7 +143,7 @@ class LedgerStore:
         self.path = folder / f"{practice_id}.duckdb"
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
-        con = duckdb.connect(str(self.path))
+        con = duck.connect(self.path)
         for table in LEDGER_TABLES:
             con.execute(f"CREATE TABLE IF NOT EXISTS {table.table} ({table.columns})")
         return con

@@ -18,6 +18,7 @@ from pathlib import Path
 import duckdb
 
 from balances_pipeline.home import Layout
+from balances_pipeline.warehouse import duck
 from balances_pipeline.warehouse.relations import HISTORY_RELATIONS, RELATIONS, select_list
 
 SCHEMA_PLACEHOLDER = "_schema"
@@ -113,7 +114,7 @@ class SnapshotStore:
         missing = [name for name, target in targets.items() if not target.exists()]
         if not missing:
             return
-        con = duckdb.connect()
+        con = duck.connect()
         try:
             for name in missing:
                 folder = targets[name].parent

@@ -22,6 +22,7 @@ from balances_pipeline.sources.rows import (
     ProcedureRow,
     RejectedRow,
 )
+from balances_pipeline.warehouse import duck
 
 MONEY = pa.decimal128(14, 2)
 
@@ -112,7 +113,7 @@ class StagingDatabase:
     def __init__(self, folder: Path, sync_id: str) -> None:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = folder / f"{sync_id}.duckdb"
-        self.con = duckdb.connect(str(self.path))
+        self.con = duck.connect(self.path)
         self._create_tables()
 
     @classmethod
@@ -163,7 +164,7 @@ class StagingDatabase:
         self.con.close()
 
     def reopen(self) -> None:
-        self.con = duckdb.connect(str(self.path))
+        self.con = duck.connect(self.path)
 
     def remove(self) -> None:
         try:

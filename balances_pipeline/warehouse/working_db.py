@@ -18,6 +18,7 @@ import duckdb
 from filelock import FileLock
 
 from balances_pipeline.home import Layout
+from balances_pipeline.warehouse import duck
 
 LOCK_TIMEOUT_SECONDS = 600
 
@@ -68,7 +69,7 @@ class WorkingDatabase:
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """One short unit of work on the working database, under the cross-process lock."""
         with self._lock:
-            con = duckdb.connect(str(self.path))
+            con = duck.connect(self.path)
             try:
                 if not self._migrated:
                     _apply_migrations(con)
