@@ -10,13 +10,7 @@ from dataclasses import dataclass
 
 from balances_pipeline.config import PracticesFile
 from balances_pipeline.home import Layout
-from balances_pipeline.manual_overrides import (
-    MAX_ACTOR,
-    MAX_REASON,
-    OverrideError,
-    required_text,
-    synced_portions,
-)
+from balances_pipeline.manual_overrides import OverrideError, staff_change, synced_portions
 from balances_pipeline.sync.collection_targets import refresh_collection_targets
 from balances_pipeline.warehouse.override_store import now
 from balances_pipeline.warehouse.publish import practice_lock
@@ -39,11 +33,9 @@ def set_block(
     layout: Layout, practices: PracticesFile, practice_id: str, account_id: str, blocked: bool,
     reason: str | None, actor: str | None,
 ) -> BlockResult:
-    if practice_id not in practices.ids:
-        raise BlockError(f"unknown practice {practice_id!r}")
-    account = required_text(account_id, "account", 64)
-    reason_text = required_text(reason, "reason", MAX_REASON)
-    actor_text = required_text(actor, "actor", MAX_ACTOR)
+    account, reason_text, actor_text = staff_change(
+        practices, practice_id, account_id, reason, actor
+    )
     working_db = WorkingDatabase(layout)
     practice = practices.practice(practice_id)
     with practice_lock(layout, practice_id):

@@ -83,17 +83,14 @@ def build_request(
     practices: PracticesFile, practice_id: str, account_id: str, patient_portion: str | None,
     insurance_portion: str | None, reason: str | None, actor: str | None,
 ) -> OverrideRequest:
-    if practice_id not in practices.ids:
-        raise OverrideError(f"unknown practice {practice_id!r}")
-    account = required_text(account_id, "account", 64)
     patient = parse_amount(patient_portion, "patient portion")
     insurance = parse_amount(insurance_portion, "insurance portion")
+    account, reason_text, actor_text = staff_change(
+        practices, practice_id, account_id, reason, actor
+    )
     if patient is None and insurance is None:
         raise OverrideError("give a patient portion, an insurance portion, or both")
-    return OverrideRequest(
-        practice_id, account, patient, insurance, required_text(reason, "reason", MAX_REASON),
-        required_text(actor, "actor", MAX_ACTOR),
-    )
+    return OverrideRequest(practice_id, account, patient, insurance, reason_text, actor_text)
 
 
 def synced_portions(layout: Layout, practice_id: str) -> dict[str, tuple[Decimal, Decimal]]:
@@ -197,15 +194,27 @@ def set_overrides(
             lock.release()
 
 
+def staff_change(
+    practices: PracticesFile, practice_id: str, account_id: str, reason: str | None,
+    actor: str | None,
+) -> tuple[str, str, str]:
+    """Validate the parts every staff change has: (account, reason, actor)."""
+    if practice_id not in practices.ids:
+        raise OverrideError(f"unknown practice {practice_id!r}")
+    return (
+        required_text(account_id, "account", 64),
+        required_text(reason, "reason", MAX_REASON),
+        required_text(actor, "actor", MAX_ACTOR),
+    )
+
+
 def clear_override(
     layout: Layout, practices: PracticesFile, practice_id: str, account_id: str,
     reason: str | None, actor: str | None,
 ) -> OverrideResult:
-    if practice_id not in practices.ids:
-        raise OverrideError(f"unknown practice {practice_id!r}")
-    account = required_text(account_id, "account", 64)
-    reason_text = required_text(reason, "reason", MAX_REASON)
-    actor_text = required_text(actor, "actor", MAX_ACTOR)
+    account, reason_text, actor_text = staff_change(
+        practices, practice_id, account_id, reason, actor
+    )
     working_db = WorkingDatabase(layout)
     with practice_lock(layout, practice_id):
         with working_db.connect() as con:

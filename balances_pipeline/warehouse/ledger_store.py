@@ -1,6 +1,7 @@
 """Ledger mode: the practice's raw ledger, upserted by source keys, and its sync plan.
 
-The raw rows live in one DuckDB file per practice (`pipeline/ledger/<practice>.duckdb`),
+The raw rows (one per source key: an extract never repeats a key) live in one DuckDB
+file per practice (`pipeline/ledger/<practice>.duckdb`),
 opened only under the practice's publish lock, so a big practice's upserts never hold the
 shared working database. Cursors and the last full-refresh date are in the working
 database, committed with the publish. The ledger is committed first: if a process dies in
@@ -42,24 +43,24 @@ class LedgerTable:
 
 LEDGER_TABLES = (
     LedgerTable(PATIENTS_ENDPOINT, "ledger_patients", "stg_patients", "pat_num",
-                "pat_num BIGINT PRIMARY KEY, guarantor_id BIGINT, display_name VARCHAR,"
+                "pat_num BIGINT, guarantor_id BIGINT, display_name VARCHAR,"
                 " status VARCHAR, changed_at TIMESTAMP"),
     LedgerTable(PROCEDURES_ENDPOINT, "ledger_procedures", "stg_ledger_procedures", "proc_num",
-                "proc_num BIGINT PRIMARY KEY, pat_num BIGINT, proc_date DATE,"
+                "proc_num BIGINT, pat_num BIGINT, proc_date DATE,"
                 " proc_fee DECIMAL(14,2), unit_qty BIGINT, base_units BIGINT,"
                 " proc_status VARCHAR, changed_at TIMESTAMP"),
     LedgerTable(CLAIMPROCS_ENDPOINT, "ledger_claimprocs", "stg_ledger_claimprocs",
                 "claim_proc_num",
-                "claim_proc_num BIGINT PRIMARY KEY, proc_num BIGINT, claim_num BIGINT,"
+                "claim_proc_num BIGINT, proc_num BIGINT, claim_num BIGINT,"
                 " pat_num BIGINT, status VARCHAR, ins_pay_est DECIMAL(14,2),"
                 " ins_pay_amt DECIMAL(14,2), write_off DECIMAL(14,2),"
                 " write_off_est DECIMAL(14,2), date_cp DATE, changed_at TIMESTAMP"),
     LedgerTable(PAYSPLITS_ENDPOINT, "ledger_paysplits", "stg_ledger_paysplits", "split_num",
-                "split_num BIGINT PRIMARY KEY, pat_num BIGINT, split_amt DECIMAL(14,2),"
+                "split_num BIGINT, pat_num BIGINT, split_amt DECIMAL(14,2),"
                 " date_pay DATE, changed_at TIMESTAMP"),
     LedgerTable(ADJUSTMENTS_ENDPOINT, "ledger_adjustments", "stg_ledger_adjustments",
                 "adj_num",
-                "adj_num BIGINT PRIMARY KEY, pat_num BIGINT, adj_date DATE,"
+                "adj_num BIGINT, pat_num BIGINT, adj_date DATE,"
                 " adj_amt DECIMAL(14,2), changed_at TIMESTAMP"),
 )
 LEDGER_ENDPOINTS = tuple(table.endpoint for table in LEDGER_TABLES)
@@ -159,10 +160,17 @@ class LedgerStore:
             con.execute(f"ATTACH {sql_literal(str(staging_path))} AS stg")
             con.execute("BEGIN TRANSACTION")
             for table in LEDGER_TABLES:
+                # Upsert by source key without a key index (an index of millions of keys
+                # would have to stay in memory): drop the rows being replaced, insert.
                 if full:
                     con.execute(f"DELETE FROM {table.table}")  # noqa: S608
+                else:
+                    con.execute(
+                        f"DELETE FROM {table.table} WHERE {table.key} IN"  # noqa: S608
+                        f" (SELECT {table.key} FROM stg.{table.staging_table})"
+                    )
                 con.execute(
-                    f"INSERT OR REPLACE INTO {table.table}"  # noqa: S608
+                    f"INSERT INTO {table.table}"  # noqa: S608
                     f" SELECT * FROM stg.{table.staging_table}"
                 )
             con.execute("COMMIT")
