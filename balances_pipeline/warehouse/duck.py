@@ -3,7 +3,7 @@
 Without a limit DuckDB's buffer pool grows with the data (a big ledger's upsert and aging
 took 700 MB); with one, joins and aggregates spill to `pipeline/tmp` instead, so a sync's
 memory stays about constant whatever the practice's size. `BALANCES_DUCKDB_MEMORY_LIMIT`
-(default 160MB) sets it; every pipeline connection in a process uses the same settings.
+(default 64MB) sets it; every pipeline connection in a process uses the same settings.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 
 MEMORY_LIMIT_ENV = "BALANCES_DUCKDB_MEMORY_LIMIT"
-DEFAULT_MEMORY_LIMIT = "160MB"
+DEFAULT_MEMORY_LIMIT = "64MB"
 THREADS = 2
 
 
