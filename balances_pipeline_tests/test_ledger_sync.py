@@ -13,8 +13,8 @@ import pytest
 
 from balances_pipeline.config import load_practices
 from balances_pipeline.home import layout
-from balances_pipeline.simulator import SimPractice, SimulatorServer
-from balances_pipeline.sync.practice_sync import sync_practice
+from balances_pipeline.simulator import Faults, SimPractice, SimulatorServer
+from balances_pipeline.sync.practice_sync import SyncFailed, sync_practice
 from balances_pipeline_tests.conftest import DEVELOPER_KEY_ENV, practice_entry, write_practices_file
 from balances_pipeline_tests.conftest import warehouse_query as query
 from balances_pipeline_tests.independent_aging import age_accounts
@@ -179,3 +179,17 @@ def test_the_third_party_ledger_equals_an_independent_computation(
         assert actual[family] == {c: figures[c] for c in columns}, family
     assert outcome.discrepancies == {}
     assert timedelta(0) <= outcome.finished_at - outcome.started_at
+
+
+def test_ledger_rows_shifting_between_pages_are_never_double_counted(
+    two_modes, monkeypatch
+) -> None:
+    server, practices = two_modes
+    practice = practices.practice("ledger_dental")
+    sync_practice(practice, layout())
+    before = od_buckets("ledger_dental")
+    server.set_faults("ledger_dental", Faults(duplicate_rows=True))
+    monkeypatch.setenv("BALANCES_AS_OF", "2026-12-01")  # a full refresh: many pages
+    with pytest.raises(SyncFailed, match="staged twice in stg_"):
+        sync_practice(practice, layout())
+    assert od_buckets("ledger_dental") == before

@@ -173,12 +173,15 @@ class OpenDentalClient:
     ) -> Iterator[Page[Any]]:
         """Rows of one ledger endpoint (`/procedurelogs`, ...), all of them or only those
         changed at or after `changed_since` (the server's own clock, `DateTStamp` or
-        `SecDateTEdit` by endpoint)."""
+        `SecDateTEdit` by endpoint). Keys repeated across pages are left for the caller to
+        find in its staging tables (`StagingDatabase.first_duplicate_key`)."""
         params = {}
         if changed_since is not None:
             stamp = changed_since.strftime("%Y-%m-%d %H:%M:%S")
             params[changed_since_parameter(endpoint)] = stamp
-        return self._pages(endpoint, params, ledger_page_parser(endpoint))
+        return self._pages(
+            endpoint, params, ledger_page_parser(endpoint), keys_across_pages=False
+        )
 
     def check_connection(self) -> dict[str, Any]:
         """Read one page of `/patients`; counts only, no row content."""
@@ -202,15 +205,19 @@ class OpenDentalClient:
         return query
 
     def _pages(
-        self, endpoint: str, params: dict[str, str], parse: PageParser[RowT]
+        self, endpoint: str, params: dict[str, str], parse: PageParser[RowT],
+        keys_across_pages: bool = True,
     ) -> Iterator[Page[RowT]]:
+        """Page through an endpoint. With `keys_across_pages`, a key seen on an earlier page
+        raises DuplicateRowsError here; without, only repeats within a page are caught and
+        the caller checks the rest (a million-key set would cost memory per row)."""
         last_page_below = min(self.source.page_size, REMOTE_MAX_PAGE_ROWS)
-        seen: set[str] = set()
+        shared: set[str] | None = set() if keys_across_pages else None
         offset = 0
         while True:
             rows = self._get_rows(endpoint, self._query(params, offset), offset)
             self.stats.pages += 1
-            page = parse(self.practice.id, rows, offset, seen)
+            page = parse(self.practice.id, rows, offset, shared)
             logger.debug(
                 "practice %s: %s offset %d: %d rows, %d rejected",
                 self.practice.id,

@@ -38,7 +38,7 @@ PageSources = Callable[[], list[Iterator[Page[Any]]]]
 
 def _stream(
     staging: StagingDatabase, sources: list[Iterator[Page[Any]]],
-    progress: ProgressCallback | None,
+    progress: ProgressCallback | None, practice_id: str,
 ) -> tuple[int, int, int]:
     rows = rejected = pages = 0
     for source in sources:
@@ -50,6 +50,12 @@ def _stream(
             pages += 1
             if progress:
                 progress(pages, rows)
+    duplicate = staging.first_duplicate_key()
+    if duplicate:
+        raise DuplicateRowsError(
+            f"practice {practice_id}: key {duplicate[1]} staged twice in {duplicate[0]};"
+            " rows shifted between pages"
+        )
     return rows, rejected, pages
 
 
@@ -60,11 +66,11 @@ def _stream_reading_again_once(
     """Stream every source into staging; if rows shifted between offset pages (a key came
     back twice), start again once from scratch, then fail: nothing is double counted."""
     try:
-        return (*_stream(staging, sources(), progress), False)
+        return (*_stream(staging, sources(), progress, practice_id), False)
     except DuplicateRowsError:
         log.warning("practice %s: duplicate rows across pages, reading again", practice_id)
         staging.truncate()
-        return (*_stream(staging, sources(), progress), True)
+        return (*_stream(staging, sources(), progress, practice_id), True)
 
 
 def _check_rejected_fraction(

@@ -98,6 +98,16 @@ STAGING_TABLES: dict[type, tuple[str, pa.Schema]] = {
 }
 
 
+STAGED_KEYS = {
+    "stg_aging_report": "guarantor_id",
+    "stg_patients": "pat_num",
+    "stg_ledger_procedures": "proc_num",
+    "stg_ledger_claimprocs": "claim_proc_num",
+    "stg_ledger_paysplits": "split_num",
+    "stg_ledger_adjustments": "adj_num",
+}
+
+
 def _arrow_type_sql(arrow_type: pa.DataType) -> str:
     if pa.types.is_decimal(arrow_type):
         return f"DECIMAL({arrow_type.precision},{arrow_type.scale})"
@@ -154,6 +164,17 @@ class StagingDatabase:
         self.con.execute(f"INSERT INTO {table} SELECT * FROM page_batch")  # noqa: S608
         self.con.unregister("page_batch")
         self.counts[table] += len(rows)
+
+    def first_duplicate_key(self) -> tuple[str, int] | None:
+        """(table, key) of a source key staged twice, if any: rows that shifted between
+        offset pages while the source changed."""
+        for table, key in STAGED_KEYS.items():
+            rows = self.con.execute(
+                f"SELECT {key} FROM {table} GROUP BY {key} HAVING count(*) > 1 LIMIT 1"  # noqa: S608
+            ).fetchall()
+            if rows:
+                return table, rows[0][0]
+        return None
 
     def truncate(self) -> None:
         for table, _ in STAGING_TABLES.values():
