@@ -9,6 +9,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from balances_pipeline.config import load_practices
@@ -193,3 +194,20 @@ def test_ledger_rows_shifting_between_pages_are_never_double_counted(
     with pytest.raises(SyncFailed, match="staged twice in stg_"):
         sync_practice(practice, layout())
     assert od_buckets("ledger_dental") == before
+
+
+def test_only_account_holders_names_are_kept(two_modes) -> None:
+    server, practices = two_modes
+    sync_practice(practices.practice("ledger_dental"), layout())
+    ledger_file = layout().pipeline_dir / "ledger" / "ledger_dental.duckdb"
+    con = duckdb.connect(str(ledger_file), read_only=True)
+    try:
+        named = con.execute(
+            "SELECT count(*) FILTER (WHERE display_name IS NOT NULL AND pat_num <> guarantor_id),"
+            " count(*) FILTER (WHERE display_name IS NOT NULL), count(*) FROM ledger_patients"
+        ).fetchall()[0]
+    finally:
+        con.close()
+    dependents_named, named_total, patients = named
+    assert dependents_named == 0 and 0 < named_total < patients
+    assert not list((layout().staging_dir("ledger_dental")).glob("*.duckdb"))

@@ -39,12 +39,22 @@ class LedgerTable:
     staging_table: str
     key: str
     columns: str
+    kept_columns: str = "*"
+
+
+# Minimum necessary: only the account holder's (guarantor's) name is kept, never the names
+# of the other patients of the family.
+GUARANTOR_NAMES_ONLY = (
+    "pat_num, guarantor_id,"
+    " CASE WHEN pat_num = guarantor_id THEN display_name END AS display_name,"
+    " status, changed_at"
+)
 
 
 LEDGER_TABLES = (
     LedgerTable(PATIENTS_ENDPOINT, "ledger_patients", "stg_patients", "pat_num",
                 "pat_num BIGINT, guarantor_id BIGINT, display_name VARCHAR,"
-                " status VARCHAR, changed_at TIMESTAMP"),
+                " status VARCHAR, changed_at TIMESTAMP", GUARANTOR_NAMES_ONLY),
     LedgerTable(PROCEDURES_ENDPOINT, "ledger_procedures", "stg_ledger_procedures", "proc_num",
                 "proc_num BIGINT, pat_num BIGINT, proc_date DATE,"
                 " proc_fee DECIMAL(14,2), unit_qty BIGINT, base_units BIGINT,"
@@ -171,7 +181,7 @@ class LedgerStore:
                     )
                 con.execute(
                     f"INSERT INTO {table.table}"  # noqa: S608
-                    f" SELECT * FROM stg.{table.staging_table}"
+                    f" SELECT {table.kept_columns} FROM stg.{table.staging_table}"
                 )
             con.execute("COMMIT")
             counts = {
