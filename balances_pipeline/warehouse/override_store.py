@@ -94,8 +94,3 @@ def open_conflict_count(con: duckdb.DuckDBPyConnection, practice_id: str) -> int
         " WHERE practice_id = ?",
         [practice_id],
     ).fetchall()[0][0]
-
-
-def events_from_arrow(table: pa.Table) -> list[OverrideEvent]:
-    return [OverrideEvent(**{name: row.get(name) for name in EVENT_COLUMNS})
-            for row in table.to_pylist()]

@@ -33,10 +33,6 @@ def _migrations() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-def latest_schema_version() -> int:
-    return _migrations()[-1][0]
-
-
 def _apply_migrations(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations ("
