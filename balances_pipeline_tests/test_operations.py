@@ -19,7 +19,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -354,30 +353,7 @@ def test_the_ui_shows_the_assets_and_the_schedules_in_a_real_browser(
 
 # --- 3. load: every practice at once, an analyst querying throughout ------------------------
 
-ANALYST = textwrap.dedent(
-    """
-    import json, sys, time, duckdb
-    path, stop_file, out = sys.argv[1], sys.argv[2], sys.argv[3]
-    con = duckdb.connect(path, read_only=True)
-    seen, errors = [], []
-    print("connected", flush=True)
-    while True:
-        try:
-            rows = con.execute(
-                "SELECT practice_id, sync_id, count(*) FROM account_balances"
-                " GROUP BY ALL ORDER BY ALL"
-            ).fetchall()
-            seen.append([list(map(str, row)) for row in rows])
-        except Exception as error:
-            errors.append(repr(error))
-        try:
-            open(stop_file).close()
-            break
-        except FileNotFoundError:
-            time.sleep(0.05)
-    json.dump({"seen": seen, "errors": errors}, open(out, "w"))
-    """
-)
+ANALYST = str(Path(__file__).with_name("analyst_process.py"))
 
 
 def test_eight_practices_sync_at_once_while_an_analyst_queries(
@@ -386,7 +362,7 @@ def test_eight_practices_sync_at_once_while_an_analyst_queries(
     ensure_published(ops, "beta_dental")  # the analyst opens an existing warehouse
     stop_file, out = tmp_path / "stop", tmp_path / "analyst.json"
     analyst = subprocess.Popen(
-        [sys.executable, "-c", ANALYST, str(ops.layout.warehouse_path), str(stop_file),
+        [sys.executable, ANALYST, str(ops.layout.warehouse_path), str(stop_file),
          str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
