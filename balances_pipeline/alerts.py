@@ -7,13 +7,11 @@ source), a secret or a name. The webhook URL is itself treated as a secret.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 import requests
 
-WEBHOOK_ENV = "BALANCES_ALERT_WEBHOOK_URL"
 WEBHOOK_TIMEOUT = (5, 10)
 
 log = logging.getLogger(__name__)
@@ -38,9 +36,8 @@ def new_alert(kind: str, practice_id: str, run_id: str | None, error_class: str)
     return Alert(kind, practice_id, run_id, error_class, datetime.now(UTC).isoformat())
 
 
-def post_alert(alert: Alert) -> bool | None:
-    """POST the alert as JSON when `BALANCES_ALERT_WEBHOOK_URL` is set. None when it is not."""
-    url = os.environ.get(WEBHOOK_ENV)
+def post_alert(alert: Alert, url: str | None) -> bool | None:
+    """POST the alert as JSON to `url` (`BALANCES_ALERT_WEBHOOK_URL`). None without a URL."""
     if not url:
         return None
     try:

@@ -6,10 +6,12 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
-from balances_pipeline.account_detail import DetailError
 from balances_pipeline.config import PracticesFileError
-from balances_pipeline.manual_overrides import OverrideError
+from balances_pipeline.settings import SettingsError
+from balances_pipeline.staff.account_detail import DetailError
+from balances_pipeline.staff.overrides import OverrideError
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -19,12 +21,21 @@ class CommandError(Exception):
     """A one-line, human-readable reason the command cannot proceed."""
 
 
-def _source_check(args: argparse.Namespace) -> int:
-    from balances_pipeline.sources.errors import SourceError
-    from balances_pipeline.sources.source_check import check_source
+def _warehouse():
+    """The same warehouse resource the Dagster code location uses, from the environment."""
+    from balances_pipeline.defs.resources import resources_from
+    from balances_pipeline.settings import Settings
 
+    return resources_from(Settings.from_env())["warehouse"]
+
+
+def _source_check(args: argparse.Namespace) -> int:
+    from balances_pipeline.sources.check import check_source
+    from balances_pipeline.sources.errors import SourceError
+
+    warehouse = _warehouse()
     try:
-        report = check_source(args.practice)
+        report = check_source(warehouse.practices(), args.practice)
     except SourceError as error:
         raise CommandError(str(error)) from None
     for line in report:
@@ -33,14 +44,12 @@ def _source_check(args: argparse.Namespace) -> int:
 
 
 def _practices_and_layout():
-    from balances_pipeline.config import load_practices
-    from balances_pipeline.home import layout
-
-    return load_practices(), layout()
+    warehouse = _warehouse()
+    return warehouse.practices(), warehouse.layout()
 
 
 def _override_set(args: argparse.Namespace) -> int:
-    from balances_pipeline.manual_overrides import build_request, set_overrides
+    from balances_pipeline.staff.overrides import build_request, set_overrides
 
     practices, home = _practices_and_layout()
     request = build_request(
@@ -58,7 +67,7 @@ def _override_set(args: argparse.Namespace) -> int:
 
 
 def _override_clear(args: argparse.Namespace) -> int:
-    from balances_pipeline.manual_overrides import clear_override
+    from balances_pipeline.staff.overrides import clear_override
 
     practices, home = _practices_and_layout()
     result = clear_override(home, practices, args.practice, args.account, args.reason, args.actor)
@@ -70,9 +79,7 @@ def _override_clear(args: argparse.Namespace) -> int:
 
 
 def _override_import(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from balances_pipeline.manual_overrides import read_import_file, set_overrides
+    from balances_pipeline.staff.overrides import read_import_file, set_overrides
 
     practices, home = _practices_and_layout()
     requests, where = read_import_file(Path(args.file), practices, args.actor)
@@ -83,7 +90,7 @@ def _override_import(args: argparse.Namespace) -> int:
 
 
 def _override_list(args: argparse.Namespace) -> int:
-    from balances_pipeline.account_detail import override_list
+    from balances_pipeline.staff.account_detail import override_list
 
     _, home = _practices_and_layout()
     for line in override_list(home, args.practice, args.all):
@@ -92,7 +99,7 @@ def _override_list(args: argparse.Namespace) -> int:
 
 
 def _account_show(args: argparse.Namespace) -> int:
-    from balances_pipeline.account_detail import account_detail
+    from balances_pipeline.staff.account_detail import account_detail
 
     _, home = _practices_and_layout()
     for line in account_detail(home, args.practice, args.account):
@@ -101,7 +108,7 @@ def _account_show(args: argparse.Namespace) -> int:
 
 
 def _warehouse_rebuild(args: argparse.Namespace) -> int:
-    from balances_pipeline.sync.practice_sync import rebuild_published
+    from balances_pipeline.pipeline.recompute import rebuild_published
 
     practices, home = _practices_and_layout()
     rebuilt = rebuild_published(home, practices)
@@ -110,7 +117,7 @@ def _warehouse_rebuild(args: argparse.Namespace) -> int:
 
 
 def _block(args: argparse.Namespace) -> int:
-    from balances_pipeline.account_blocks import set_block
+    from balances_pipeline.staff.blocks import set_block
 
     practices, home = _practices_and_layout()
     blocked = args.block_command == "set"
@@ -129,7 +136,13 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from balances_pipeline.bench import run_benchmark
+    # The benchmark is not part of the installed product: it runs from a clone.
+    clone = Path(__file__).resolve().parents[1]
+    if not (clone / "benchmarks" / "bench.py").is_file():
+        raise CommandError("balances bench runs from a clone of the repository (benchmarks/)")
+    if str(clone) not in sys.path:
+        sys.path.insert(0, str(clone))
+    from benchmarks.bench import run_benchmark
 
     return run_benchmark(
         accounts=args.accounts, port=args.port, repeat=args.repeat, json_path=args.json,
@@ -235,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] = getattr(args, "handler", None) or args.func
     try:
         return handler(args)
-    except (CommandError, PracticesFileError, OverrideError, DetailError) as error:
+    except (CommandError, PracticesFileError, SettingsError, OverrideError, DetailError) as error:
         print(f"balances: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -7,7 +7,6 @@ environment variables that hold them.
 
 from __future__ import annotations
 
-import os
 import re
 from datetime import time
 from decimal import Decimal
@@ -22,7 +21,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 PRACTICE_ID_PATTERN = r"^[a-z][a-z0-9_]{1,62}$"
 ENV_VAR_NAME_PATTERN = r"^[A-Z_][A-Z0-9_]{0,127}$"
 DEMO_PRACTICES_FILE = Path(__file__).parent / "demo" / "practices.yaml"
-PRACTICES_FILE_ENV = "BALANCES_PRACTICES_FILE"
 
 
 class PracticesFileError(ValueError):
@@ -63,9 +61,9 @@ class SyncSchedule(_Strict):
     def _valid_cron(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        from dagster._utils.schedules import is_valid_cron_string
+        from balances_pipeline.cron import is_valid_cron
 
-        if len(value.split()) != 5 or not is_valid_cron_string(value):
+        if not is_valid_cron(value):
             raise ValueError("must be a 5-field cron expression")
         return value
 
@@ -239,11 +237,6 @@ class PracticesFile(_Strict):
         return validate_rules(practice.id, rules)
 
 
-def practices_file_path() -> Path:
-    configured = os.environ.get(PRACTICES_FILE_ENV)
-    return Path(configured).expanduser() if configured else DEMO_PRACTICES_FILE
-
-
 def _describe(error: ValidationError) -> str:
     first = error.errors()[0]
     location = ".".join(
@@ -260,9 +253,9 @@ def _describe(error: ValidationError) -> str:
     return f"{where}{message}{extra}"
 
 
-def load_practices(path: Path | None = None) -> PracticesFile:
-    """Read and validate the practices file (default: `$BALANCES_PRACTICES_FILE` or the demo)."""
-    path = path or practices_file_path()
+def load_practices(path: Path) -> PracticesFile:
+    """Read and validate the practices file (`Settings.practices_file`: the file named by
+    `$BALANCES_PRACTICES_FILE`, or the bundled demo practices)."""
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:

@@ -6,34 +6,30 @@ location loads: after editing the file, reload the code location.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from dagster import Definitions, in_process_executor
 
 from balances_pipeline.config import load_practices
 from balances_pipeline.defs.assets import build_sync_assets
 from balances_pipeline.defs.jobs import build_sync_job
-from balances_pipeline.defs.override_job import manual_override_job
 from balances_pipeline.defs.partitions import practice_partitions
-from balances_pipeline.defs.resources import BalancesWarehouse
+from balances_pipeline.defs.resources import resources_from
 from balances_pipeline.defs.schedules import build_schedules
 from balances_pipeline.defs.sensors import report_failed_syncs, report_stale_practices
+from balances_pipeline.defs.staff_jobs import manual_override_job
+from balances_pipeline.settings import Settings
 
 
-def build_definitions(practices_file: Path | None = None) -> Definitions:
-    practices = load_practices(practices_file)
+def build_definitions(settings: Settings | None = None) -> Definitions:
+    settings = settings or Settings.from_env()
+    practices = load_practices(settings.practices_file)
     partitions = practice_partitions(practices)
-    sync_job = build_sync_job(partitions)
+    sync_job = build_sync_job()
     return Definitions(
         assets=build_sync_assets(partitions),
         jobs=[sync_job, manual_override_job],
         schedules=build_schedules(practices, sync_job),
         sensors=[report_failed_syncs, report_stale_practices],
-        resources={
-            "warehouse": BalancesWarehouse(
-                practices_file=str(practices_file) if practices_file else None
-            )
-        },
+        resources=resources_from(settings),
         # A sync is HTTP and DuckDB: a process per step only adds start-up cost.
         executor=in_process_executor,
     )

@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from balances_pipeline.config import load_practices
-from balances_pipeline.home import layout
+from balances_pipeline.settings import Settings
+from balances_pipeline.settings import layout_from_env as layout
 from balances_pipeline.simulator import SimPractice, SimulatorServer
 
 DEVELOPER_KEY_ENV = "TEST_OD_DEVELOPER_KEY"
@@ -74,7 +75,8 @@ def simulated(
     for index, (practice_id, accounts) in enumerate(sizes.items()):
         key = secrets.token_hex(16)
         keys[f"TEST_{practice_id.upper()}_CUSTOMER_KEY"] = key
-        sim_practices.append(SimPractice(practice_id, key, accounts=accounts, seed=100 + index))
+        sim_practices.append(SimPractice(practice_id, key, accounts=accounts, seed=100 + index,
+                                         timezone="America/Chicago"))
     for name, value in keys.items():
         monkeypatch.setenv(name, value)
     with SimulatorServer(sim_practices, keys[DEVELOPER_KEY_ENV]) as server:
@@ -104,3 +106,11 @@ def warehouse_dicts(sql: str, params: list | None = None) -> list[dict]:
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
     finally:
         con.close()
+
+
+def sync_practice(practice, **options):
+    """A whole sync as the environment configures it ($BALANCES_HOME, $BALANCES_AS_OF)."""
+    from balances_pipeline.pipeline.sync import sync_practice as sync
+
+    settings = Settings.from_env()
+    return sync(practice, settings.layout(), as_of=settings.as_of, **options)

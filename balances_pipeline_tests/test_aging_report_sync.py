@@ -10,9 +10,13 @@ import duckdb
 import pytest
 
 from balances_pipeline.config import load_practices
-from balances_pipeline.home import layout
-from balances_pipeline.sync.practice_sync import sync_practice
-from balances_pipeline_tests.conftest import DEVELOPER_KEY_ENV, practice_entry, write_practices_file
+from balances_pipeline.settings import layout_from_env as layout
+from balances_pipeline_tests.conftest import (
+    DEVELOPER_KEY_ENV,
+    practice_entry,
+    sync_practice,
+    write_practices_file,
+)
 from balances_pipeline_tests.od_double import OpenDentalDouble, serve
 
 D = Decimal
@@ -89,7 +93,7 @@ def fetch(query: str, params: list | None = None) -> list[dict]:
 
 def test_account_balances_follow_aging_md_to_the_cent(double_practice) -> None:
     double, practice = double_practice
-    outcome = sync_practice(practice, layout())
+    outcome = sync_practice(practice)
 
     rows = fetch("SELECT * FROM account_balances ORDER BY account_id")
     assert len(rows) == len(HAND_WRITTEN_ROWS) == outcome.accounts
@@ -107,7 +111,7 @@ def test_account_balances_follow_aging_md_to_the_cent(double_practice) -> None:
 
 def test_aging_summary_agrees_with_account_balances(double_practice) -> None:
     _, practice = double_practice
-    sync_practice(practice, layout())
+    sync_practice(practice)
     [summary] = fetch("SELECT * FROM aging_summary")
     expected = [expected_account(row) for row in HAND_WRITTEN_ROWS]
     for column in ("balance_total", "bucket_0_30", "bucket_31_60", "bucket_61_90",
@@ -123,7 +127,7 @@ def test_aging_summary_agrees_with_account_balances(double_practice) -> None:
 
 def test_patient_portion_mismatch_is_recorded_not_hidden(double_practice) -> None:
     _, practice = double_practice
-    outcome = sync_practice(practice, layout())
+    outcome = sync_practice(practice)
     found = fetch('SELECT account_id, "check", expected, actual FROM balance_discrepancies')
     assert found == [{
         "account_id": "106", "check": "patient_portion_mismatch",
@@ -146,7 +150,7 @@ def test_pages_until_a_short_page(tmp_path, balances_home, monkeypatch) -> None:
         path = write_practices_file(
             tmp_path / "p.yaml", [practice_entry("epsilon_dental", double.url)]
         )
-        outcome = sync_practice(load_practices(path).practice("epsilon_dental"), layout())
+        outcome = sync_practice(load_practices(path).practice("epsilon_dental"))
     assert outcome.accounts == 250
     offsets = [request.split("Offset=")[1].split("&")[0] for request in double.requests]
     assert offsets == ["0", "100", "200"]

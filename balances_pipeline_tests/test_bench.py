@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from balances_pipeline import bench
-from balances_pipeline.bench import run_benchmark
 from balances_pipeline.cli import main
+from benchmarks import bench
+from benchmarks.bench import run_benchmark
 
 AGING_REPORT_LINES = (
     "data: 1 practice, 300 accounts",

@@ -12,16 +12,17 @@ import pytest
 import yaml
 from dagster import DagsterInstance, materialize
 
-from balances_pipeline.account_blocks import set_block
 from balances_pipeline.config import CollectionRule, RulesError, load_practices, validate_rules
 from balances_pipeline.defs.assets import build_sync_assets
 from balances_pipeline.defs.partitions import practice_partitions
-from balances_pipeline.defs.resources import BalancesWarehouse
-from balances_pipeline.home import layout
-from balances_pipeline.manual_overrides import build_request, set_overrides
-from balances_pipeline.sync.collection_targets import evaluate_collection_targets, rules_table
-from balances_pipeline.sync.practice_sync import sync_practice
-from balances_pipeline.warehouse.sql_files import load_sql
+from balances_pipeline.defs.resources import resources_from
+from balances_pipeline.pipeline.collections import evaluate_collection_targets, rules_table
+from balances_pipeline.settings import Settings
+from balances_pipeline.settings import layout_from_env as layout
+from balances_pipeline.staff.blocks import set_block
+from balances_pipeline.staff.overrides import build_request, set_overrides
+from balances_pipeline.storage.sql_files import load_sql
+from balances_pipeline_tests.conftest import sync_practice
 from balances_pipeline_tests.conftest import warehouse_query as query
 
 D = Decimal
@@ -190,7 +191,7 @@ def targets(practice_id: str = "alpha_dental") -> dict[str, tuple]:
 
 def test_a_bad_rule_set_fails_only_its_practice(with_rules) -> None:
     practices = load_practices(with_rules.practices_file)
-    resources = {"warehouse": BalancesWarehouse(practices_file=str(with_rules.practices_file))}
+    resources = resources_from(Settings.from_env())
     assets = build_sync_assets(practice_partitions(practices))
     with DagsterInstance.ephemeral() as instance:
         bad = materialize(assets, partition_key="beta_dental", instance=instance,
@@ -213,7 +214,7 @@ def test_targets_match_the_balances_and_the_export(with_rules, monkeypatch) -> N
     monkeypatch.setenv("BALANCES_AS_OF", "2026-11-30")
     practices = load_practices(with_rules.practices_file)
     practice = practices.practice("alpha_dental")
-    sync_practice(practice, layout())
+    sync_practice(practice)
     outcome = evaluate_collection_targets(practice, practices, layout())
     balances = {row[0]: row[1:] for row in query(
         "SELECT account_id, patient_portion, days_outstanding FROM outstanding_balances"
@@ -248,14 +249,14 @@ def test_same_day_reevaluation_replaces_and_cooldown_spans_days(with_rules, monk
     practices = load_practices(with_rules.practices_file)
     practice = practices.practice("alpha_dental")
     monkeypatch.setenv("BALANCES_AS_OF", "2026-11-30")
-    sync_practice(practice, layout())
+    sync_practice(practice)
     evaluate_collection_targets(practice, practices, layout())
     first = targets()
     evaluate_collection_targets(practice, practices, layout())
     assert first and targets() == first
     assert query("SELECT count(*) FROM collection_target_history")[0][0] == len(first)
     monkeypatch.setenv("BALANCES_AS_OF", "2026-12-03")  # three days later
-    sync_practice(practice, layout())
+    sync_practice(practice)
     evaluate_collection_targets(practice, practices, layout())
     # No account is targeted again by the rule that targeted it three days ago...
     day_three = targets()
@@ -265,7 +266,7 @@ def test_same_day_reevaluation_replaces_and_cooldown_spans_days(with_rules, monk
                     " WHERE exclusion = 'cooldown'")
     assert cooling and all(first[account][0] == rule_id for account, rule_id in cooling)
     monkeypatch.setenv("BALANCES_AS_OF", "2026-12-08")  # 8 days: reminders are free again
-    sync_practice(practice, layout())
+    sync_practice(practice)
     evaluate_collection_targets(practice, practices, layout())
     again = {(k, v[0]) for k, v in targets().items()}
     reminded_first = {(k, v[0]) for k, v in first.items() if v[0] == "reminder"}
@@ -282,7 +283,7 @@ def test_same_day_reevaluation_replaces_and_cooldown_spans_days(with_rules, monk
 def test_an_override_below_the_threshold_or_a_block_removes_the_target(with_rules) -> None:
     practices = load_practices(with_rules.practices_file)
     practice = practices.practice("alpha_dental")
-    sync_practice(practice, layout())
+    sync_practice(practice)
     evaluate_collection_targets(practice, practices, layout())
     found = targets()
     [lowered, blocked] = sorted(k for k, v in found.items() if v[0] == "reminder")[:2]

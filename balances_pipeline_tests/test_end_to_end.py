@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from balances_pipeline.home import layout
+from balances_pipeline.settings import layout_from_env as layout
 from balances_pipeline.simulator import Faults
-from balances_pipeline.sync.practice_sync import sync_practice
+from balances_pipeline_tests.conftest import sync_practice
 from balances_pipeline_tests.conftest import warehouse_query as query
 
 DAGSTER = str(Path(sys.executable).parent / "dagster")
@@ -59,7 +59,7 @@ def test_cli_materialize_syncs_one_practice(simulated, dagster_home) -> None:
 
 def test_a_killed_sync_leaves_the_previous_data(simulated, dagster_home) -> None:
     practice = simulated.practice("alpha_dental")
-    first = sync_practice(practice, layout())
+    first = sync_practice(practice)
     before = query("SELECT * FROM account_balances ORDER BY account_id")
     simulated.server.set_faults("alpha_dental", Faults(slow_seconds=30))
     worker = subprocess.Popen(
@@ -78,7 +78,7 @@ def test_a_killed_sync_leaves_the_previous_data(simulated, dagster_home) -> None
 
     assert query("SELECT * FROM account_balances ORDER BY account_id") == before
     simulated.server.clear_faults("alpha_dental")
-    second = sync_practice(practice, layout())
+    second = sync_practice(practice)
     statuses = query("SELECT sync_id, status, error FROM sync_runs ORDER BY started_at")
     assert [s[1] for s in statuses] == ["success", "failed", "success"]
     assert statuses[0][0] == first.sync_id and statuses[2][0] == second.sync_id
@@ -91,7 +91,7 @@ ANALYST = str(Path(__file__).with_name("analyst_process.py"))
 
 def test_an_analyst_holding_the_warehouse_never_blocks_a_sync(simulated, tmp_path) -> None:
     practice = simulated.practice("alpha_dental")
-    first = sync_practice(practice, layout())
+    first = sync_practice(practice)
     stop_file, out = tmp_path / "stop", tmp_path / "analyst.json"
     analyst = subprocess.Popen(
         [sys.executable, ANALYST, str(layout().warehouse_path), str(stop_file), str(out)],
@@ -100,7 +100,7 @@ def test_an_analyst_holding_the_warehouse_never_blocks_a_sync(simulated, tmp_pat
     try:
         assert analyst.stdout.readline().strip() == "connected"
         simulated.server.advance_clock(3, "alpha_dental")
-        outcomes = [sync_practice(practice, layout()) for _ in range(3)]
+        outcomes = [sync_practice(practice) for _ in range(3)]
         time.sleep(0.3)
     finally:
         stop_file.touch()

@@ -1,4 +1,4 @@
-"""The ledger-mode aging engine (warehouse/sql/ledger_account_balances.sql) against aging.md.
+"""The ledger-mode aging engine (sql/ledger_account_balances.sql) against aging.md.
 
 Every worked example of aging.md has a test of its own, with the expected numbers written
 out. A property test and the third-party synthetic practice compare the SQL with
@@ -23,8 +23,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from balances_pipeline.warehouse.relations import RELATIONS
-from balances_pipeline.warehouse.sql_files import create_table_from_sql, load_sql
+from balances_pipeline.schema import RELATIONS
+from balances_pipeline.storage.sql_files import create_table_from_sql, load_sql
 from balances_pipeline_tests.independent_aging import EMPTY_DATE, age_accounts
 
 FIXTURE = Path(__file__).parent / "fixtures" / "synthetic_opendental_400.json.gz"

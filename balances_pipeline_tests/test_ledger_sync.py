@@ -13,10 +13,15 @@ import duckdb
 import pytest
 
 from balances_pipeline.config import load_practices
-from balances_pipeline.home import layout
+from balances_pipeline.pipeline.errors import SyncFailed
+from balances_pipeline.settings import layout_from_env as layout
 from balances_pipeline.simulator import Faults, SimPractice, SimulatorServer
-from balances_pipeline.sync.practice_sync import SyncFailed, sync_practice
-from balances_pipeline_tests.conftest import DEVELOPER_KEY_ENV, practice_entry, write_practices_file
+from balances_pipeline_tests.conftest import (
+    DEVELOPER_KEY_ENV,
+    practice_entry,
+    sync_practice,
+    write_practices_file,
+)
 from balances_pipeline_tests.conftest import warehouse_query as query
 from balances_pipeline_tests.independent_aging import age_accounts
 
@@ -57,8 +62,8 @@ def od_buckets(practice_id: str) -> dict[str, tuple]:
 
 def test_ledger_and_aging_report_modes_agree_on_every_account(two_modes) -> None:
     server, practices = two_modes
-    ledger = sync_practice(practices.practice("ledger_dental"), layout())
-    sync_practice(practices.practice("report_dental"), layout())
+    ledger = sync_practice(practices.practice("ledger_dental"))
+    sync_practice(practices.practice("report_dental"))
     from_ledger, from_report = od_buckets("ledger_dental"), od_buckets("report_dental")
     assert len(from_ledger) > 100 and from_ledger == from_report
     assert ledger.discrepancies == {}  # the reconciliation against the report found nothing
@@ -84,7 +89,7 @@ def report_buckets(server: SimulatorServer, practice_id: str) -> dict[str, tuple
 def test_incremental_requests_follow_the_change_and_equal_a_full_sync(two_modes) -> None:
     server, practices = two_modes
     practice = practices.practice("ledger_dental")
-    full = sync_practice(practice, layout())
+    full = sync_practice(practice)
     totals_before = dict(query("SELECT account_id, balance_total FROM account_balances"
                                " WHERE practice_id = 'ledger_dental'"))
     account = next(a for a, total in sorted(totals_before.items()) if total > 50)
@@ -94,7 +99,7 @@ def test_incremental_requests_follow_the_change_and_equal_a_full_sync(two_modes)
     ledger.add_row("adjustments", {"PatNum": int(account), "AdjAmt": D("12.34"),
                                    "AdjDate": "2026-11-28"})
     server.reset_request_log()
-    incremental = sync_practice(practice, layout())
+    incremental = sync_practice(practice)
     assert incremental.mode == "incremental"
     assert len(server.requests) == 5  # one page per ledger endpoint, whatever the size
     assert full.counts.requests > 5 * 10
@@ -107,7 +112,7 @@ def test_incremental_requests_follow_the_change_and_equal_a_full_sync(two_modes)
 def test_a_deleted_row_goes_at_the_next_full_refresh(two_modes, monkeypatch) -> None:
     server, practices = two_modes
     practice = practices.practice("ledger_dental")
-    sync_practice(practice, layout())
+    sync_practice(practice)
     ledger = server.ledger("ledger_dental")
     [(account, total)] = query(
         "SELECT account_id, balance_total FROM account_balances WHERE practice_id ="
@@ -116,11 +121,11 @@ def test_a_deleted_row_goes_at_the_next_full_refresh(two_modes, monkeypatch) -> 
     split = next(row for row in ledger.paysplits
                  if row["PatNum"] in family and row["SplitAmt"] > 0)
     ledger.delete_row("paysplits", split["SplitNum"])
-    incremental = sync_practice(practice, layout())
+    incremental = sync_practice(practice)
     assert incremental.mode == "incremental"
     assert dict(od_buckets("ledger_dental"))[account][4] == total  # not seen yet
     monkeypatch.setenv("BALANCES_AS_OF", "2026-12-01")  # the next local day: a full refresh
-    refreshed = sync_practice(practice, layout())
+    refreshed = sync_practice(practice)
     assert refreshed.mode == "full"
     assert od_buckets("ledger_dental") == {
         str(row["PatNum"]): (row["Bal_0_30"], row["Bal_31_60"], row["Bal_61_90"],
@@ -135,10 +140,10 @@ def test_a_deleted_row_goes_at_the_next_full_refresh(two_modes, monkeypatch) -> 
 def test_history_keeps_one_row_per_account_and_day(two_modes, monkeypatch) -> None:
     server, practices = two_modes
     practice = practices.practice("ledger_dental")
-    sync_practice(practice, layout())
-    sync_practice(practice, layout())  # the same day again: replaces that day
+    sync_practice(practice)
+    sync_practice(practice)  # the same day again: replaces that day
     monkeypatch.setenv("BALANCES_AS_OF", "2026-12-01")
-    sync_practice(practice, layout())
+    sync_practice(practice)
     rows = query("SELECT snapshot_date, count(*), count(DISTINCT account_id)"
                  " FROM balance_history WHERE practice_id = 'ledger_dental' GROUP BY 1 ORDER BY 1")
     assert [row[0] for row in rows] == [date(2026, 11, 30), date(2026, 12, 1)]
@@ -150,7 +155,7 @@ def test_history_retention(two_modes, monkeypatch) -> None:
     practice = practices.practice("report_dental").model_copy(update={"history_days": 2})
     for day in ("2026-11-26", "2026-11-27", "2026-11-28", "2026-11-29"):
         monkeypatch.setenv("BALANCES_AS_OF", day)
-        sync_practice(practice, layout())
+        sync_practice(practice)
     kept = [row[0] for row in query("SELECT DISTINCT snapshot_date FROM balance_history"
                                     " ORDER BY 1")]
     assert kept == [date(2026, 11, 27), date(2026, 11, 28), date(2026, 11, 29)]
@@ -169,7 +174,7 @@ def test_the_third_party_ledger_equals_an_independent_computation(
     with SimulatorServer([sim], "dev") as server:
         path = write_practices_file(tmp_path / "p.yaml", [
             practice_entry("omaha_dental", server.url, source={"mode": "ledger"})])
-        outcome = sync_practice(load_practices(path).practice("omaha_dental"), layout())
+        outcome = sync_practice(load_practices(path).practice("omaha_dental"))
     columns = ["bucket_0_30", "bucket_31_60", "bucket_61_90", "bucket_91_120", "bucket_over_120",
                "balance_total", "insurance_estimate", "writeoff_estimate", "patient_portion",
                "days_outstanding"]
@@ -187,18 +192,18 @@ def test_ledger_rows_shifting_between_pages_are_never_double_counted(
 ) -> None:
     server, practices = two_modes
     practice = practices.practice("ledger_dental")
-    sync_practice(practice, layout())
+    sync_practice(practice)
     before = od_buckets("ledger_dental")
     server.set_faults("ledger_dental", Faults(duplicate_rows=True))
     monkeypatch.setenv("BALANCES_AS_OF", "2026-12-01")  # a full refresh: many pages
     with pytest.raises(SyncFailed, match="staged twice in stg_"):
-        sync_practice(practice, layout())
+        sync_practice(practice)
     assert od_buckets("ledger_dental") == before
 
 
 def test_only_account_holders_names_are_kept(two_modes) -> None:
     server, practices = two_modes
-    sync_practice(practices.practice("ledger_dental"), layout())
+    sync_practice(practices.practice("ledger_dental"))
     ledger_file = layout().pipeline_dir / "ledger" / "ledger_dental.duckdb"
     con = duckdb.connect(str(ledger_file), read_only=True)
     try:

@@ -36,8 +36,8 @@ from balances_pipeline.sources.errors import (
     TransientSourceError,
 )
 from balances_pipeline.sources.http import build_retry, build_session
-from balances_pipeline.sources.opendental import OpenDentalClient
-from balances_pipeline.sources.opendental_rows import parse_money
+from balances_pipeline.sources.opendental.client import OpenDentalClient
+from balances_pipeline.sources.opendental.rows import parse_money
 from balances_pipeline.sources.rows import AgingReportRow, Page
 
 DEV_KEY = "devKEY-7f3a9c"

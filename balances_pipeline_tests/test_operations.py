@@ -30,8 +30,8 @@ import duckdb
 import psutil
 import pytest
 
-from balances_pipeline.home import Layout, layout
 from balances_pipeline.simulator import Faults, SimPractice, SimulatorServer
+from balances_pipeline.storage.layout import Layout
 from balances_pipeline_tests.conftest import (
     DEVELOPER_KEY_ENV,
     practice_entry,
@@ -91,7 +91,7 @@ def ops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operations]:
         key = secrets.token_hex(16)
         keys[f"TEST_{practice_id.upper()}_CUSTOMER_KEY"] = key
         sim_practices.append(SimPractice(practice_id, key, accounts=accounts, seed=300 + index))
-    home = layout(tmp / "balances_home")
+    home = Layout((tmp / "balances_home").resolve()).ensure()
     sync_at = {practice_id: _off_hours(zone) for practice_id, (zone, _) in PRACTICES.items()}
     with SimulatorServer(sim_practices, keys[DEVELOPER_KEY_ENV]) as server, \
             WebhookReceiver() as webhook:

@@ -8,7 +8,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from balances_pipeline.sync.overrides import build_outstanding_balances
+from balances_pipeline.pipeline.overrides import build_outstanding_balances
 
 D = Decimal
 MONEY = pa.decimal128(14, 2)

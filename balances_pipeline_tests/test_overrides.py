@@ -16,20 +16,22 @@ from dagster import DagsterInstance, materialize
 
 from balances_pipeline.config import load_practices
 from balances_pipeline.defs.assets import build_sync_assets
-from balances_pipeline.defs.override_job import manual_override_job
 from balances_pipeline.defs.partitions import practice_partitions
-from balances_pipeline.defs.resources import BalancesWarehouse
-from balances_pipeline.home import layout
-from balances_pipeline.manual_overrides import (
+from balances_pipeline.defs.resources import resources_from
+from balances_pipeline.defs.staff_jobs import manual_override_job
+from balances_pipeline.pipeline.recompute import rebuild_published
+from balances_pipeline.settings import Settings
+from balances_pipeline.settings import layout_from_env as layout
+from balances_pipeline.simulator import Faults
+from balances_pipeline.staff.overrides import (
     OverrideError,
     build_request,
     clear_override,
     read_import_file,
     set_overrides,
 )
-from balances_pipeline.simulator import Faults
-from balances_pipeline.sync.practice_sync import rebuild_published, sync_practice
-from balances_pipeline.warehouse.working_db import WorkingDatabase
+from balances_pipeline.storage.working_db import WorkingDatabase
+from balances_pipeline_tests.conftest import sync_practice
 from balances_pipeline_tests.conftest import warehouse_dicts as query
 
 D = Decimal
@@ -63,7 +65,7 @@ def set_override(simulated, account_id: str, patient: str | None = None,
 @pytest.fixture
 def synced(simulated):
     """alpha_dental synced once; an account with a positive patient portion and old buckets."""
-    sync_practice(simulated.practice(PRACTICE), layout())
+    sync_practice(simulated.practice(PRACTICE))
     [row] = query(
         "SELECT account_id FROM account_balances WHERE practice_id = ? AND patient_portion > 100"
         " AND bucket_over_90 > 0 AND insurance_portion = 0 ORDER BY account_id LIMIT 1",
@@ -100,7 +102,7 @@ def test_an_override_shows_in_every_view_at_once(synced) -> None:
 def test_a_sync_with_the_source_unchanged_keeps_it(synced) -> None:
     simulated, account_id = synced
     result = set_override(simulated, account_id, patient="25.00")
-    sync_practice(simulated.practice(PRACTICE), layout())
+    sync_practice(simulated.practice(PRACTICE))
     after = account(account_id)
     assert after["override_id"] == result.override_id and after["patient_portion"] == D("25.00")
     assert [e["event"] for e in query("SELECT event FROM override_events")] == ["set"]
@@ -115,7 +117,7 @@ def test_a_changed_account_supersedes_it_and_lists_the_conflict(synced) -> None:
     today = simulated.server.now(PRACTICE).date().isoformat()
     ledger.add_row("paysplits", {"PatNum": int(account_id), "SplitAmt": D("40.00"),
                                  "DatePay": today})
-    sync_practice(simulated.practice(PRACTICE), layout())
+    sync_practice(simulated.practice(PRACTICE))
 
     after = account(account_id)
     assert not after["is_overridden"]
@@ -140,7 +142,7 @@ def test_an_account_paid_off_expires_it(synced) -> None:
     today = simulated.server.now(PRACTICE).date().isoformat()
     ledger.add_row("paysplits", {"PatNum": int(account_id), "SplitAmt": balance,
                                  "DatePay": today})
-    sync_practice(simulated.practice(PRACTICE), layout())
+    sync_practice(simulated.practice(PRACTICE))
     assert query("SELECT * FROM outstanding_balances WHERE account_id = ?", [account_id]) == []
     assert [e["event"] for e in query("SELECT event FROM override_events ORDER BY sequence")] == [
         "set", "expired"
@@ -245,7 +247,7 @@ def test_launchpad_job_sets_an_override(synced) -> None:
         "practice_id": PRACTICE, "account_id": account_id, "patient_portion": "55.10",
         "reason": "agreed by phone", "actor": "erin",
     }}}}
-    resources = {"warehouse": BalancesWarehouse(practices_file=str(simulated.practices_file))}
+    resources = resources_from(Settings.from_env())
     result = manual_override_job.execute_in_process(run_config=config, resources=resources)
     assert result.success
     assert account(account_id)["patient_portion"] == D("55.10")
@@ -263,12 +265,11 @@ def test_no_sync_refresh_rematerialization_migration_or_rebuild_rewrites_events(
     set_override(simulated, account_id, patient="20.00")
     events = working_events()
     assert len(events) == 3
-    sync_practice(simulated.practice(PRACTICE), layout())  # a full refresh
+    sync_practice(simulated.practice(PRACTICE))  # a full refresh
     assert working_events() == events
     with DagsterInstance.ephemeral() as instance:
         assets = build_sync_assets(practice_partitions(simulated.practices))
-        resources = {"warehouse": BalancesWarehouse(
-            practices_file=str(simulated.practices_file))}
+        resources = resources_from(Settings.from_env())
         # Re-materialize only the balances step: recomputes from the published balances.
         only_balances = materialize(
             assets, partition_key=PRACTICE, instance=instance, resources=resources,
@@ -295,7 +296,7 @@ def test_an_override_during_a_sync_is_neither_lost_nor_applied_twice(synced) -> 
 
     def run_sync() -> None:
         try:
-            sync_practice(simulated.practice(PRACTICE), layout())
+            sync_practice(simulated.practice(PRACTICE))
         except BaseException as error:  # noqa: BLE001 - reported below
             errors.append(error)
 

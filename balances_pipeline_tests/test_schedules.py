@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -12,6 +13,7 @@ from dagster._utils.schedules import cron_string_iterator
 
 from balances_pipeline.config import load_practices
 from balances_pipeline.definitions import build_definitions
+from balances_pipeline.settings import Settings
 from balances_pipeline_tests.conftest import practice_entry, write_practices_file
 
 URL = "http://127.0.0.1:9/api/v1"
@@ -29,7 +31,11 @@ def definitions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         practice_entry("london_default", URL, timezone="Europe/London"),
     ])
     monkeypatch.setenv("BALANCES_PRACTICES_FILE", str(path))
-    return build_definitions(path), load_practices(path)
+    return build_definitions(settings_for(path)), load_practices(path)
+
+
+def settings_for(path: Path) -> Settings:
+    return replace(Settings.from_env(), practices_file=path)
 
 
 def ticks(schedule, start: datetime, end: datetime) -> list[datetime]:
@@ -128,7 +134,9 @@ def test_default_is_daily_at_five(definitions) -> None:
 def test_editing_the_file_changes_the_schedules_without_code_changes(tmp_path) -> None:
     path = write_practices_file(tmp_path / "p.yaml", [
         practice_entry("editable", URL, sync={"frequency": "daily", "at": "05:00"})])
-    assert build_definitions(path).get_schedule_def("sync_editable").cron_schedule == "0 5 * * *"
+    schedule = build_definitions(settings_for(path)).get_schedule_def("sync_editable")
+    assert schedule.cron_schedule == "0 5 * * *"
     write_practices_file(path, [
         practice_entry("editable", URL, sync={"frequency": "hourly", "minute": 40})])
-    assert build_definitions(path).get_schedule_def("sync_editable").cron_schedule == "40 * * * *"
+    schedule = build_definitions(settings_for(path)).get_schedule_def("sync_editable")
+    assert schedule.cron_schedule == "40 * * * *"

@@ -9,7 +9,8 @@ from dagster import DagsterInstance, materialize
 
 from balances_pipeline.defs.assets import build_sync_assets
 from balances_pipeline.defs.partitions import practice_partitions
-from balances_pipeline.defs.resources import BalancesWarehouse
+from balances_pipeline.defs.resources import resources_from
+from balances_pipeline.settings import Settings
 from balances_pipeline.simulator import Faults
 from balances_pipeline_tests.conftest import SimulatedPractices
 from balances_pipeline_tests.conftest import warehouse_query as query
@@ -21,7 +22,7 @@ def run_sync(simulated: SimulatedPractices, practice_id: str, instance: DagsterI
         build_sync_assets(practice_partitions(practices)),
         partition_key=practice_id,
         instance=instance,
-        resources={"warehouse": BalancesWarehouse(practices_file=str(simulated.practices_file))},
+        resources=resources_from(Settings.from_env()),
         raise_on_error=False,
     )
 

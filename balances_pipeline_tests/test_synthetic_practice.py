@@ -13,10 +13,14 @@ import duckdb
 import pytest
 
 from balances_pipeline.config import load_practices
-from balances_pipeline.home import layout
+from balances_pipeline.settings import layout_from_env as layout
 from balances_pipeline.simulator import SimPractice, SimulatorServer
-from balances_pipeline.sync.practice_sync import sync_practice
-from balances_pipeline_tests.conftest import DEVELOPER_KEY_ENV, practice_entry, write_practices_file
+from balances_pipeline_tests.conftest import (
+    DEVELOPER_KEY_ENV,
+    practice_entry,
+    sync_practice,
+    write_practices_file,
+)
 from balances_pipeline_tests.independent_aging import open_dental_report
 
 FIXTURE = Path(__file__).parent / "fixtures" / "synthetic_opendental_400.json.gz"
@@ -36,7 +40,7 @@ def test_synthetic_practice_matches_independent_aging(
         path = write_practices_file(
             tmp_path / "p.yaml", [practice_entry("omaha_dental", server.url)]
         )
-        sync_practice(load_practices(path).practice("omaha_dental"), layout())
+        sync_practice(load_practices(path).practice("omaha_dental"))
     con = duckdb.connect(str(layout().warehouse_path), read_only=True)
     rows = con.execute(
         "SELECT account_id, bucket_0_30, bucket_31_60, bucket_61_90, bucket_over_90,"

@@ -3,9 +3,15 @@ extract → balances → overrides → summary → collection targets.
 
 Two steps per run. `source_extract` reads the practice's PMS into a staging file and
 holds no shared resource, so extraction runs in parallel across practices. The balances
-step transforms and publishes all of the practice's relations together, atomically, in
-the `balances_warehouse` pool; then the collection rules are evaluated on the published
-effective balances. None needs run config, so `--select '*'` works.
+step transforms and publishes all of the practice's relations together, atomically, under
+the practice's publish lock (a file lock: the one mechanism that serializes publishing,
+released by the OS when a process dies, so a killed run never blocks anyone); then the
+collection rules are evaluated on the published effective balances. None needs run
+config, so `--select '*'` works.
+
+Retries: urllib3 retries each request (throttling, 5xx, resets); the extract step's
+`RetryPolicy` retries the whole extraction when the source stayed unavailable; bad data,
+bad credentials and bad configuration fail at once (`Failure(allow_retries=False)`).
 """
 
 from collections.abc import Iterator
@@ -15,16 +21,19 @@ from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
     AssetSpec,
+    Backoff,
     Failure,
+    Jitter,
     MaterializeResult,
     PartitionsDefinition,
-    RetryRequested,
+    RetryPolicy,
     asset,
     multi_asset,
 )
 
 from balances_pipeline.config import Practice, PracticesFileError, RulesError
 from balances_pipeline.defs.checks import CHECK_SPECS, check_results
+from balances_pipeline.defs.jobs import SYNC_GROUP
 from balances_pipeline.defs.metadata import (
     balances_metadata,
     collection_metadata,
@@ -32,15 +41,19 @@ from balances_pipeline.defs.metadata import (
     override_metadata,
     summary_metadata,
 )
-from balances_pipeline.defs.resources import BalancesWarehouse
-from balances_pipeline.sync.collection_targets import NoBalancesYet, evaluate_collection_targets
-from balances_pipeline.sync.practice_sync import SyncFailed, extract_practice, publish_practice
+from balances_pipeline.defs.resources import BalancesWarehouse, SourceClients
+from balances_pipeline.pipeline.collections import NoBalancesYet, evaluate_collection_targets
+from balances_pipeline.pipeline.errors import SyncFailed
+from balances_pipeline.pipeline.extract import extract_practice
+from balances_pipeline.pipeline.publish_sync import publish_practice
 
-GROUP = "balances"
-WAREHOUSE_POOL = "balances_warehouse"
+GROUP = SYNC_GROUP
 PROGRESS_EVERY_PAGES = 25
-TRANSIENT_RETRIES = 2
-TRANSIENT_RETRY_WAIT_SECONDS = 60
+# When the source stayed unavailable through urllib3's own retries: two more attempts of
+# the whole extraction, a minute apart and more (exponential, with jitter).
+EXTRACT_RETRY_POLICY = RetryPolicy(
+    max_retries=2, delay=60, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
+)
 
 BALANCE_SPECS = [
     AssetSpec(
@@ -81,13 +94,18 @@ def _practice(context: AssetExecutionContext, warehouse: BalancesWarehouse) -> P
     try:
         return warehouse.practices().practice(context.partition_key)
     except (PracticesFileError, KeyError) as error:
-        raise Failure(description=str(error).strip("'\"")) from None
+        raise Failure(description=str(error).strip("'\""), allow_retries=False) from None
 
 
-def _failure(error: SyncFailed) -> Failure:
+def _failure(error: SyncFailed) -> Exception:
+    """A transient failure is re-raised for the step's RetryPolicy; anything else fails
+    the step for good."""
+    if error.transient:
+        return error
     return Failure(
         description=str(error),
         metadata={"sync_id": error.sync_id or "", "error_class": error.error_class},
+        allow_retries=False,
     )
 
 
@@ -97,10 +115,12 @@ def build_sync_assets(partitions_def: PartitionsDefinition) -> list[AssetsDefini
         partitions_def=partitions_def,
         group_name=GROUP,
         kinds={"python"},
-        description="The practice's aging report, read page by page from its PMS into staging.",
+        description="The practice's aging report or ledger, read page by page from its PMS "
+        "into staging.",
+        retry_policy=EXTRACT_RETRY_POLICY,
     )
     def source_extract(
-        context: AssetExecutionContext, warehouse: BalancesWarehouse
+        context: AssetExecutionContext, warehouse: BalancesWarehouse, sources: SourceClients
     ) -> MaterializeResult:
         practice = _practice(context, warehouse)
 
@@ -110,15 +130,12 @@ def build_sync_assets(partitions_def: PartitionsDefinition) -> list[AssetsDefini
 
         try:
             outcome = extract_practice(
-                practice, warehouse.layout(), dagster_run_id=context.run.run_id,
-                progress=progress,
+                practice, warehouse.layout(), sources.open, as_of=warehouse.fixed_as_of(),
+                dagster_run_id=context.run.run_id, progress=progress,
             )
         except SyncFailed as error:
-            if error.transient and context.retry_number < TRANSIENT_RETRIES:
-                context.log.warning(f"practice {practice.id}: {error}; retrying the extract")
-                raise RetryRequested(
-                    max_retries=TRANSIENT_RETRIES, seconds_to_wait=TRANSIENT_RETRY_WAIT_SECONDS
-                ) from None
+            if error.transient:
+                context.log.warning(f"practice {practice.id}: {error}")
             raise _failure(error) from None
         return MaterializeResult(metadata=extract_metadata(outcome))
 
@@ -127,7 +144,6 @@ def build_sync_assets(partitions_def: PartitionsDefinition) -> list[AssetsDefini
         specs=BALANCE_SPECS,
         check_specs=CHECK_SPECS,
         partitions_def=partitions_def,
-        pool=WAREHOUSE_POOL,
     )
     def practice_balances(
         context: AssetExecutionContext, warehouse: BalancesWarehouse
@@ -157,7 +173,6 @@ def build_sync_assets(partitions_def: PartitionsDefinition) -> list[AssetsDefini
         partitions_def=partitions_def,
         group_name=GROUP,
         kinds={"duckdb"},
-        pool=WAREHOUSE_POOL,
         description=(
             "The practice's auto collection rules evaluated on its effective balances: "
             "collection_targets, collection_exclusions, collection_target_history and the "
@@ -173,7 +188,7 @@ def build_sync_assets(partitions_def: PartitionsDefinition) -> list[AssetsDefini
                 practice, warehouse.practices(), warehouse.layout()
             )
         except (RulesError, NoBalancesYet) as error:
-            raise Failure(description=str(error)) from None
+            raise Failure(description=str(error), allow_retries=False) from None
         context.log.info(
             f"practice {practice.id}: {sum(outcome.targets_by_action.values())} targets, "
             f"{sum(outcome.exclusions_by_cause.values())} exclusions"

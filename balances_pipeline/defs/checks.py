@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec
 
-from balances_pipeline.sync.practice_sync import SyncOutcome
+from balances_pipeline.pipeline.outcomes import SyncOutcome
 
 BUCKETS_SUM_TO_TOTAL = "buckets_sum_to_total"
 PATIENT_PORTION_MATCHES_SOURCE = "patient_portion_matches_source"

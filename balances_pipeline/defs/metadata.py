@@ -7,9 +7,9 @@ from typing import Any
 
 from dagster import MetadataValue
 
-from balances_pipeline.sync.collection_targets import CollectionOutcome
-from balances_pipeline.sync.practice_sync import ExtractOutcome, SyncOutcome
-from balances_pipeline.sync.summary import BUCKETS
+from balances_pipeline.pipeline.collections import CollectionOutcome
+from balances_pipeline.pipeline.outcomes import ExtractOutcome, SyncOutcome
+from balances_pipeline.pipeline.summary import BUCKETS
 
 CHART_WIDTH = 24
 

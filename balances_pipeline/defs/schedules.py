@@ -6,6 +6,7 @@ the code location to change them.
 """
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from dagster import (
     DefaultScheduleStatus,
@@ -14,12 +15,9 @@ from dagster import (
     ScheduleEvaluationContext,
     SkipReason,
 )
-from dagster._core.definitions.unresolved_asset_job_definition import (
-    UnresolvedAssetJobDefinition,
-)
-from dagster._utils.schedules import cron_string_iterator
 
 from balances_pipeline.config import Practice, PracticesFile
+from balances_pipeline.cron import ticks_from
 
 
 def schedule_name(practice: Practice) -> str:
@@ -32,15 +30,15 @@ def is_due(practice: Practice, when: datetime) -> bool:
     Walks Dagster's own tick iterator from a day before: `get_next_cron_tick` answers the
     first 01:15 again when asked just before the repeated 01:15 of a fall-back night.
     """
-    start = (when - timedelta(hours=25)).timestamp()
-    ticks = cron_string_iterator(start, practice.sync.cron_expression, practice.timezone)
+    ticks = ticks_from(when - timedelta(hours=25), practice.sync.cron_expression,
+                       practice.timezone)
     for tick in ticks:
         if tick.timestamp() >= when.timestamp():
             return tick.timestamp() == when.timestamp()
     return False
 
 
-def build_schedule(practice: Practice, job: UnresolvedAssetJobDefinition) -> ScheduleDefinition:
+def build_schedule(practice: Practice, job: Any) -> ScheduleDefinition:
     def request_sync(context: ScheduleEvaluationContext) -> RunRequest | SkipReason:
         when = context.scheduled_execution_time
         if when is not None and not is_due(practice, when):
@@ -59,6 +57,6 @@ def build_schedule(practice: Practice, job: UnresolvedAssetJobDefinition) -> Sch
 
 
 def build_schedules(
-    practices: PracticesFile, job: UnresolvedAssetJobDefinition
+    practices: PracticesFile, job: Any
 ) -> list[ScheduleDefinition]:
     return [build_schedule(practice, job) for practice in practices.practices]

@@ -15,10 +15,10 @@ from dagster import (
     sensor,
 )
 
-from balances_pipeline.alerts import new_alert, post_alert
+from balances_pipeline.alerts import new_alert
 from balances_pipeline.defs.checks import FRESH
-from balances_pipeline.defs.resources import BalancesWarehouse
-from balances_pipeline.sync.freshness import stale_practices
+from balances_pipeline.defs.resources import AlertWebhook, BalancesWarehouse
+from balances_pipeline.pipeline.freshness import stale_practices
 
 STALE_CHECK_INTERVAL_SECONDS = 300
 
@@ -43,7 +43,9 @@ def _failed_sync_error_class(
     minimum_interval_seconds=15,
     description="One log line per failed practice sync, and a webhook post when configured.",
 )
-def report_failed_syncs(context: RunFailureSensorContext, warehouse: BalancesWarehouse) -> None:
+def report_failed_syncs(
+    context: RunFailureSensorContext, warehouse: BalancesWarehouse, alerts: AlertWebhook
+) -> None:
     practice_id = context.dagster_run.tags.get("dagster/partition")
     if not practice_id:
         return
@@ -52,7 +54,7 @@ def report_failed_syncs(context: RunFailureSensorContext, warehouse: BalancesWar
         _failed_sync_error_class(context, warehouse),
     )
     context.log.error(alert.line())
-    post_alert(alert)
+    alerts.post(alert)
 
 
 @sensor(
@@ -62,7 +64,7 @@ def report_failed_syncs(context: RunFailureSensorContext, warehouse: BalancesWar
     description="Fails the `fresh` check of a practice whose data is past its fresh_until.",
 )
 def report_stale_practices(
-    context: SensorEvaluationContext, warehouse: BalancesWarehouse
+    context: SensorEvaluationContext, warehouse: BalancesWarehouse, alerts: AlertWebhook
 ) -> SensorResult:
     latest = dict(warehouse.analyst_query(
         "SELECT practice_id, max(fresh_until) FROM sync_runs WHERE status = 'success'"
@@ -74,7 +76,7 @@ def report_stale_practices(
     for practice_id in sorted(set(stale) - reported):
         alert = new_alert("stale", practice_id, None, "Stale")
         context.log.error(f"{alert.line()} fresh_until={stale[practice_id].isoformat()}")
-        post_alert(alert)
+        alerts.post(alert)
         evaluations.append(
             AssetCheckEvaluation(
                 asset_key=AssetKey("aging_summary"),

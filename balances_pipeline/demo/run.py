@@ -11,7 +11,8 @@ from decimal import Decimal
 
 import duckdb
 
-from balances_pipeline.config import DEMO_PRACTICES_FILE, PRACTICES_FILE_ENV, load_practices
+from balances_pipeline.config import DEMO_PRACTICES_FILE, load_practices
+from balances_pipeline.settings import PRACTICES_FILE_ENV, Settings
 
 # Demo credentials for the simulator only: not secrets, and never used for a real source.
 DEMO_KEYS = {
@@ -76,11 +77,12 @@ def run_demo(port: int = 9100, accounts_scale: float = 1.0) -> int:
 
     from balances_pipeline.defs.assets import build_sync_assets
     from balances_pipeline.defs.partitions import practice_partitions
-    from balances_pipeline.defs.resources import BalancesWarehouse
+    from balances_pipeline.defs.resources import resources_from
 
     practices = load_practices(DEMO_PRACTICES_FILE)
     sync_assets = build_sync_assets(practice_partitions(practices))
-    warehouse = BalancesWarehouse()
+    resources = resources_from(Settings.from_env())
+    warehouse = resources["warehouse"]
     _progress_logging()
     started = time.monotonic()
     failures = 0
@@ -94,7 +96,7 @@ def run_demo(port: int = 9100, accounts_scale: float = 1.0) -> int:
             clock = time.monotonic()
             result = materialize(
                 sync_assets, partition_key=practice.id, instance=instance,
-                resources={"warehouse": warehouse}, run_config=QUIET_RUN_CONFIG,
+                resources=resources, run_config=QUIET_RUN_CONFIG,
                 raise_on_error=False,
             )
             outcome = "ok" if result.success else "FAILED"

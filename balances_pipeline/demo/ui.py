@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from balances_pipeline.demo.run import use_demo_environment
-from balances_pipeline.home import layout
+from balances_pipeline.settings import layout_from_env as layout
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 SIMULATOR_PORT = 9100  # the demo practices file points there

@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+from zoneinfo import ZoneInfo
 
 from balances_pipeline.simulator.aging import AgingCache
 from balances_pipeline.simulator.faults import Faults, FaultState, corrupt_page
@@ -51,6 +52,9 @@ class SimPractice:
     seed: int = 1
     today: date | None = None
     dataset: Path | None = None
+    # The office's time zone: the server's clock, dates and stamps are in it, as a real
+    # Open Dental server's are (None: this machine's local time).
+    timezone: str | None = None
 
 
 @dataclass(frozen=True)
@@ -68,16 +72,23 @@ class _PracticeRuntime:
 
     def __init__(self, practice: SimPractice) -> None:
         self.practice = practice
-        self.start_day = practice.today or date.today()
-        self._offset = timedelta(days=self.start_day.toordinal() - date.today().toordinal())
+        self._zone = ZoneInfo(practice.timezone) if practice.timezone else None
+        self.start_day = practice.today or self._wall_clock().date()
+        self._offset = timedelta(
+            days=self.start_day.toordinal() - self._wall_clock().date().toordinal()
+        )
         self.faults = FaultState()
         self._ledger: Ledger | None = None
         self._aging: AgingCache | None = None
         self._lists: dict[tuple[Any, ...], list[tuple]] = {}
         self._lock = threading.Lock()
 
+    def _wall_clock(self) -> datetime:
+        """The office's wall-clock time now, naive, as Open Dental writes it."""
+        return datetime.now(self._zone).replace(tzinfo=None)
+
     def now(self) -> datetime:
-        return (datetime.now() + self._offset).replace(microsecond=0)
+        return (self._wall_clock() + self._offset).replace(microsecond=0)
 
     def advance(self, days: float) -> datetime:
         self._offset += timedelta(days=days)

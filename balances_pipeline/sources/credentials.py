@@ -43,3 +43,13 @@ def opendental_authorization(practice: Practice) -> str:
     developer_key = read_secret(practice, source.developer_key_env)
     customer_key = read_secret(practice, source.customer_key_env)
     return f"ODFHIR {developer_key}/{customer_key}"
+
+
+def secret_values(practice: Practice) -> list[str]:
+    """The practice's secret values that are set, to scrub them from any message."""
+    source = practice.source
+    names = [
+        getattr(source, attribute, None)
+        for attribute in ("developer_key_env", "customer_key_env", "private_key_env", "token_env")
+    ]
+    return [os.environ[name] for name in names if name and os.environ.get(name)]

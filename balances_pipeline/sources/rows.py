@@ -1,17 +1,21 @@
-"""Validated source rows, as the connectors yield them, in pages."""
+"""Validated source rows, as the connectors yield them, in pages.
+
+Each row type names the staging relation (`schema.py`) its rows are appended to.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Generic, TypeVar
+from typing import ClassVar, Generic, TypeVar
 
 
 @dataclass(frozen=True, slots=True)
 class AgingReportRow:
     """One guarantor of Open Dental's `/reports/Aging` (four buckets, Open Dental style)."""
 
+    RELATION: ClassVar[str] = "stg_aging_report"  # the staging relation it fills (schema.py)
     guarantor_id: int
     display_name: str
     bal_0_30: Decimal
@@ -28,6 +32,7 @@ class AgingReportRow:
 class PatientRow:
     """One patient of `/patients`: only what billing needs (no names but the display name)."""
 
+    RELATION: ClassVar[str] = "stg_patients"  # the staging relation it fills (schema.py)
     pat_num: int
     guarantor_id: int
     display_name: str
@@ -39,6 +44,7 @@ class PatientRow:
 class RejectedRow:
     """A source row that failed validation: kept in `rejected_rows`, never in logs."""
 
+    RELATION: ClassVar[str] = "stg_rejected_rows"  # the staging relation it fills (schema.py)
     endpoint: str
     row_key: str | None
     reason: str
@@ -63,6 +69,7 @@ class Page(Generic[RowT]):
 
 @dataclass(frozen=True, slots=True)
 class ProcedureRow:
+    RELATION: ClassVar[str] = "stg_ledger_procedures"  # the staging relation it fills (schema.py)
     proc_num: int
     pat_num: int
     proc_date: date
@@ -75,6 +82,7 @@ class ProcedureRow:
 
 @dataclass(frozen=True, slots=True)
 class ClaimProcRow:
+    RELATION: ClassVar[str] = "stg_ledger_claimprocs"  # the staging relation it fills (schema.py)
     claim_proc_num: int
     proc_num: int
     claim_num: int
@@ -90,6 +98,7 @@ class ClaimProcRow:
 
 @dataclass(frozen=True, slots=True)
 class PaySplitRow:
+    RELATION: ClassVar[str] = "stg_ledger_paysplits"  # the staging relation it fills (schema.py)
     split_num: int
     pat_num: int
     split_amt: Decimal
@@ -99,6 +108,7 @@ class PaySplitRow:
 
 @dataclass(frozen=True, slots=True)
 class AdjustmentRow:
+    RELATION: ClassVar[str] = "stg_ledger_adjustments"  # the staging relation it fills (schema.py)
     adj_num: int
     pat_num: int
     adj_date: date

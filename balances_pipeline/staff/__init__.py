@@ -1,0 +1,1 @@
+"""Staff changes: manual overrides, collection blocks and the account detail page."""

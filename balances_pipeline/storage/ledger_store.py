@@ -1,0 +1,166 @@
+"""Ledger mode: the practice's raw ledger, upserted by source keys, and its cursors.
+
+The raw rows (one per source key: an extract never repeats a key) live in one DuckDB
+file per practice (`pipeline/ledger/<practice>.duckdb`),
+opened only under the practice's publish lock, so a big practice's upserts never hold the
+shared working database. Cursors and the last full-refresh date are in the working
+database, committed with the publish. The ledger is committed first: if a process dies in
+between, the next incremental sync reads the same window again, and upserts by key are
+idempotent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from balances_pipeline.storage import duck
+from balances_pipeline.storage.layout import Layout, secure_private
+from balances_pipeline.storage.snapshots import sql_literal
+from balances_pipeline.storage.sql_files import load_sql
+
+
+@dataclass(frozen=True)
+class LedgerTable:
+    table: str
+    staging_table: str
+    key: str
+    columns: str
+    kept_columns: str = "*"
+
+
+# Minimum necessary: only the account holder's (guarantor's) name is kept, never the names
+# of the other patients of the family.
+GUARANTOR_NAMES_ONLY = (
+    "pat_num, guarantor_id,"
+    " CASE WHEN pat_num = guarantor_id THEN display_name END AS display_name,"
+    " status, changed_at"
+)
+
+
+LEDGER_TABLES = (
+    LedgerTable("ledger_patients", "stg_patients", "pat_num",
+                "pat_num BIGINT, guarantor_id BIGINT, display_name VARCHAR,"
+                " status VARCHAR, changed_at TIMESTAMP", GUARANTOR_NAMES_ONLY),
+    LedgerTable("ledger_procedures", "stg_ledger_procedures", "proc_num",
+                "proc_num BIGINT, pat_num BIGINT, proc_date DATE,"
+                " proc_fee DECIMAL(14,2), unit_qty BIGINT, base_units BIGINT,"
+                " proc_status VARCHAR, changed_at TIMESTAMP"),
+    LedgerTable("ledger_claimprocs", "stg_ledger_claimprocs", "claim_proc_num",
+                "claim_proc_num BIGINT, proc_num BIGINT, claim_num BIGINT,"
+                " pat_num BIGINT, status VARCHAR, ins_pay_est DECIMAL(14,2),"
+                " ins_pay_amt DECIMAL(14,2), write_off DECIMAL(14,2),"
+                " write_off_est DECIMAL(14,2), date_cp DATE, changed_at TIMESTAMP"),
+    LedgerTable("ledger_paysplits", "stg_ledger_paysplits", "split_num",
+                "split_num BIGINT, pat_num BIGINT, split_amt DECIMAL(14,2),"
+                " date_pay DATE, changed_at TIMESTAMP"),
+    LedgerTable("ledger_adjustments", "stg_ledger_adjustments",
+                "adj_num",
+                "adj_num BIGINT, pat_num BIGINT, adj_date DATE,"
+                " adj_amt DECIMAL(14,2), changed_at TIMESTAMP"),
+)
+
+
+def read_refresh_state(
+    con: duckdb.DuckDBPyConnection, practice_id: str
+) -> tuple[date | None, dict[str, datetime]]:
+    """(date of the last full refresh, cursor per endpoint) of the practice."""
+    refreshed = con.execute(
+        "SELECT last_full_as_of FROM ledger_refreshes WHERE practice_id = ?", [practice_id]
+    ).fetchall()
+    cursors = dict(con.execute(
+        "SELECT endpoint, cursor_at FROM ledger_cursors WHERE practice_id = ?", [practice_id]
+    ).fetchall())
+    return (refreshed[0][0] if refreshed else None), cursors
+
+
+def record_refresh(
+    con: duckdb.DuckDBPyConnection, practice_id: str, full: bool, as_of: date,
+    cursors: dict[str, datetime],
+) -> None:
+    """Commit the cursors (and a full refresh's date) with the publish."""
+    for endpoint, cursor in cursors.items():
+        con.execute(
+            "INSERT OR REPLACE INTO ledger_cursors VALUES (?, ?, ?)",
+            [practice_id, endpoint, cursor],
+        )
+    if full:
+        con.execute(
+            "INSERT OR REPLACE INTO ledger_refreshes VALUES (?, ?)", [practice_id, as_of]
+        )
+
+
+class LedgerStore:
+    def __init__(self, layout: Layout, practice_id: str) -> None:
+        folder = layout.pipeline_dir / "ledger"
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path = folder / f"{practice_id}.duckdb"
+        self.duckdb = layout.duckdb
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        con = duck.connect(self.duckdb, self.path)
+        secure_private(self.path)
+        for table in LEDGER_TABLES:
+            con.execute(f"CREATE TABLE IF NOT EXISTS {table.table} ({table.columns})")
+        return con
+
+    def apply_and_age(
+        self, staging_path: Path, full: bool, params: dict[str, Any]
+    ) -> dict[str, int]:
+        """Upsert the staged rows (a full refresh replaces every table, so rows deleted in
+        the source go), then age the whole ledger into the staging database's
+        `account_balances`. Call with the staging database closed."""
+        con = self._connect()
+        try:
+            con.execute(f"ATTACH {sql_literal(str(staging_path))} AS stg")
+            con.execute("BEGIN TRANSACTION")
+            for table in LEDGER_TABLES:
+                # Upsert by source key without a key index (an index of millions of keys
+                # would have to stay in memory): drop the rows being replaced, insert.
+                if full:
+                    con.execute(f"DELETE FROM {table.table}")  # noqa: S608
+                else:
+                    con.execute(
+                        f"DELETE FROM {table.table} WHERE {table.key} IN"  # noqa: S608
+                        f" (SELECT {table.key} FROM stg.{table.staging_table})"
+                    )
+                con.execute(
+                    f"INSERT INTO {table.table}"  # noqa: S608
+                    f" SELECT {table.kept_columns} FROM stg.{table.staging_table}"
+                )
+            con.execute("COMMIT")
+            counts = {
+                table.table: con.execute(
+                    f"SELECT count(*) FROM {table.table}"  # noqa: S608
+                ).fetchall()[0][0]
+                for table in LEDGER_TABLES
+            }
+            # Rejected rows name a patient (or, for /patients, a guarantor): as accounts.
+            con.execute(
+                "CREATE OR REPLACE TEMP VIEW rejected_accounts AS"
+                " SELECT DISTINCT coalesce(CAST(p.guarantor_id AS VARCHAR), r.account_id)"
+                " AS account_id FROM stg.stg_rejected_rows AS r"
+                " LEFT JOIN ledger_patients AS p ON CAST(p.pat_num AS VARCHAR) = r.account_id"
+                " AND r.endpoint <> '/patients' WHERE r.account_id IS NOT NULL"
+            )
+            aging = load_sql("ledger_account_balances")
+            con.execute(
+                f"CREATE OR REPLACE TABLE stg.account_balances AS {aging}",  # noqa: S608
+                _used(params, aging),
+            )
+            future_sql = load_sql("ledger_future_entries")
+            future = con.execute(future_sql, _used(params, future_sql)).fetchall()[0][0]
+            counts["future_entries"] = future
+            con.execute("DETACH stg")
+        finally:
+            con.close()
+        return counts
+
+
+
+def _used(params: dict[str, Any], sql: str) -> dict[str, Any]:
+    return {key: value for key, value in params.items() if f"${key}" in sql}

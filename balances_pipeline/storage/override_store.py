@@ -1,0 +1,96 @@
+"""The override store: append-only `override_events` in the working database.
+
+Rows are only ever inserted. Which override is active, and which are waiting for review,
+is derived from the events (`sql/active_overrides.sql`, `sql/override_conflicts.sql`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import astuple, dataclass, fields
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import duckdb
+import pyarrow as pa
+
+from balances_pipeline.storage.sql_files import load_sql
+
+SYNC_ACTOR = "sync"
+
+
+@dataclass(frozen=True)
+class OverrideEvent:
+    event_id: str
+    override_id: str
+    practice_id: str
+    account_id: str
+    event: str
+    patient_portion: Decimal | None
+    insurance_portion: Decimal | None
+    base_patient_portion: Decimal | None
+    base_insurance_portion: Decimal | None
+    reason: str | None
+    actor: str | None
+    created_at: datetime
+    sync_id: str | None = None
+    synced_patient_portion: Decimal | None = None
+    synced_insurance_portion: Decimal | None = None
+
+
+def new_event_id() -> str:
+    return f"ove_{uuid.uuid4().hex}"
+
+
+def new_override_id() -> str:
+    return f"ovr_{uuid.uuid4().hex[:16]}"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+EVENT_COLUMNS = [field.name for field in fields(OverrideEvent)]
+
+
+def append_events(con: duckdb.DuckDBPyConnection, events: list[OverrideEvent]) -> None:
+    """Insert events in order (inside the caller's transaction)."""
+    placeholders = ", ".join("?" for _ in EVENT_COLUMNS)
+    for event in events:
+        con.execute(
+            f"INSERT INTO override_events ({', '.join(EVENT_COLUMNS)}, sequence)"  # noqa: S608
+            f" VALUES ({placeholders}, nextval('override_event_sequence'))",
+            list(astuple(event)),
+        )
+
+
+def active_overrides(con: duckdb.DuckDBPyConnection, practice_id: str) -> pa.Table:
+    return con.sql(
+        f"SELECT * FROM ({load_sql('active_overrides')}) WHERE practice_id = $practice_id",  # noqa: S608
+        params={"practice_id": practice_id},
+    ).to_arrow_table()
+
+
+def open_override_ids(
+    con: duckdb.DuckDBPyConnection, practice_id: str, account_id: str
+) -> list[tuple[str, str]]:
+    """(override_id, state) of the account's active override and unresolved conflicts."""
+    active = con.execute(
+        f"SELECT override_id, 'active' FROM ({load_sql('active_overrides')})"  # noqa: S608
+        " WHERE practice_id = ? AND account_id = ?",
+        [practice_id, account_id],
+    ).fetchall()
+    conflicts = con.execute(
+        f"SELECT override_id, 'conflict' FROM ({load_sql('override_conflicts')})"  # noqa: S608
+        " WHERE practice_id = ? AND account_id = ?",
+        [practice_id, account_id],
+    ).fetchall()
+    return [(row[0], row[1]) for row in active + conflicts]
+
+
+def open_conflict_count(con: duckdb.DuckDBPyConnection, practice_id: str) -> int:
+    return con.execute(
+        f"SELECT count(*) FROM ({load_sql('override_conflicts')})"  # noqa: S608
+        " WHERE practice_id = ?",
+        [practice_id],
+    ).fetchall()[0][0]

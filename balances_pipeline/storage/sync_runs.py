@@ -1,0 +1,175 @@
+"""`sync_runs`: one row per sync attempt, in the working database.
+
+A running sync is in one of three phases: `extracting` (reading the source into its
+staging file), `extracted` (waiting to be published), `publishing`. A row left `running`
+by a dead process is failed by the next sync of the practice (`abandon_unfinished`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import duckdb
+
+ABANDONED = "abandoned: the sync stopped before finishing (killed or crashed)"
+SUPERSEDED = "superseded: a newer sync started before this extract was published"
+
+
+@dataclass(frozen=True)
+class SyncCounts:
+    accounts: int | None = None
+    rows_extracted: int | None = None
+    rows_rejected: int | None = None
+    requests: int | None = None
+    retries: int | None = None
+    pages: int | None = None
+
+
+@dataclass(frozen=True)
+class WaitingExtract:
+    sync_id: str
+    as_of_date: date
+    started_at: datetime
+    staging_file: str
+    counts: SyncCounts
+    mode: str = "full"
+
+
+def start(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    sync_id: str,
+    practice_id: str,
+    dagster_run_id: str | None,
+    as_of_date: date,
+    mode: str,
+    source_mode: str,
+    started_at: datetime,
+) -> None:
+    con.execute(
+        "INSERT INTO sync_runs (sync_id, practice_id, dagster_run_id, as_of_date, mode,"
+        " source_mode, started_at, status, phase) VALUES (?, ?, ?, ?, ?, ?, ?, 'running',"
+        " 'extracting')",
+        [sync_id, practice_id, dagster_run_id, as_of_date, mode, source_mode, started_at],
+    )
+
+
+def abandon_unfinished(
+    con: duckdb.DuckDBPyConnection, practice_id: str, phases: tuple[str, ...]
+) -> list[str]:
+    """Fail the practice's `running` rows in these phases, returning their staging files.
+
+    Call only while holding the lock that every live sync in those phases holds (the
+    extract lock for `extracting`/`extracted`, the publish lock for `publishing`).
+    """
+    rows = con.execute(
+        "UPDATE sync_runs SET status = 'failed', finished_at = current_timestamp,"
+        " error = CASE WHEN phase = 'extracted' THEN ? ELSE ? END,"
+        " error_class = CASE WHEN phase = 'extracted' THEN 'Superseded' ELSE 'Abandoned' END"
+        " WHERE practice_id = ? AND status = 'running' AND list_contains(?, phase)"
+        " RETURNING staging_file",
+        [SUPERSEDED, ABANDONED, practice_id, list(phases)],
+    ).fetchall()
+    return [row[0] for row in rows if row[0]]
+
+
+def live_staging_files(con: duckdb.DuckDBPyConnection, practice_id: str) -> set[str]:
+    rows = con.execute(
+        "SELECT staging_file FROM sync_runs WHERE practice_id = ? AND status = 'running'"
+        " AND staging_file IS NOT NULL",
+        [practice_id],
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
+def mark_extracted(
+    con: duckdb.DuckDBPyConnection, sync_id: str, counts: SyncCounts, staging_file: str
+) -> None:
+    con.execute(
+        "UPDATE sync_runs SET phase = 'extracted', rows_extracted = ?, rows_rejected = ?,"
+        " requests = ?, retries = ?, pages = ?, staging_file = ? WHERE sync_id = ?",
+        [counts.rows_extracted, counts.rows_rejected, counts.requests, counts.retries,
+         counts.pages, staging_file, sync_id],
+    )
+
+
+def claim_waiting_extract(
+    con: duckdb.DuckDBPyConnection, practice_id: str
+) -> WaitingExtract | None:
+    """The practice's newest extract waiting to be published, now marked `publishing`."""
+    rows = con.execute(
+        "SELECT sync_id, as_of_date, started_at, staging_file, rows_extracted, rows_rejected,"
+        " requests, retries, pages, mode FROM sync_runs"
+        " WHERE practice_id = ? AND status = 'running' AND phase = 'extracted'"
+        " ORDER BY started_at DESC LIMIT 1",
+        [practice_id],
+    ).fetchall()
+    if not rows:
+        return None
+    row = rows[0]
+    con.execute("UPDATE sync_runs SET phase = 'publishing' WHERE sync_id = ?", [row[0]])
+    return WaitingExtract(
+        sync_id=row[0], as_of_date=row[1], started_at=row[2], staging_file=row[3],
+        counts=SyncCounts(rows_extracted=row[4], rows_rejected=row[5], requests=row[6],
+                          retries=row[7], pages=row[8]),
+        mode=row[9],
+    )
+
+
+def finish(
+    con: duckdb.DuckDBPyConnection,
+    sync_id: str,
+    *,
+    status: str,
+    counts: SyncCounts,
+    finished_at: datetime,
+    error: str | None = None,
+    error_class: str | None = None,
+    fresh_until: datetime | None = None,
+    snapshot_id: str | None = None,
+) -> None:
+    """Record the end of a sync; counts left as None keep what the row already has."""
+    con.execute(
+        "UPDATE sync_runs SET status = ?, phase = NULL, finished_at = ?,"
+        " accounts = coalesce(?, accounts), rows_extracted = coalesce(?, rows_extracted),"
+        " rows_rejected = coalesce(?, rows_rejected), requests = coalesce(?, requests),"
+        " retries = coalesce(?, retries), pages = coalesce(?, pages), error = ?,"
+        " error_class = ?, fresh_until = ?, snapshot_id = ? WHERE sync_id = ?"
+        # a published success is never turned into a failure afterwards
+        " AND status <> 'success'",
+        [
+            status, finished_at, counts.accounts, counts.rows_extracted, counts.rows_rejected,
+            counts.requests, counts.retries, counts.pages, error, error_class, fresh_until,
+            snapshot_id, sync_id,
+        ],
+    )
+
+
+@dataclass(frozen=True)
+class PublishedSync:
+    sync_id: str
+    as_of_date: date
+    started_at: datetime
+    counts: SyncCounts
+    fresh_until: datetime | None
+
+
+def latest_published(con: duckdb.DuckDBPyConnection, practice_id: str) -> PublishedSync | None:
+    """The practice's newest successful sync (the one its published balances come from)."""
+    rows = con.execute(
+        "SELECT sync_id, as_of_date, started_at, accounts, rows_extracted, rows_rejected,"
+        " requests, retries, pages, fresh_until FROM sync_runs"
+        " WHERE practice_id = ? AND status = 'success' AND snapshot_id IS NOT NULL"
+        " ORDER BY started_at DESC LIMIT 1",
+        [practice_id],
+    ).fetchall()
+    if not rows:
+        return None
+    row = rows[0]
+    return PublishedSync(
+        sync_id=row[0], as_of_date=row[1], started_at=row[2],
+        counts=SyncCounts(accounts=row[3], rows_extracted=row[4], rows_rejected=row[5],
+                          requests=row[6], retries=row[7], pages=row[8]),
+        fresh_until=row[9],
+    )
