@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -48,44 +49,117 @@ def _practices_and_layout():
     return warehouse.practices(), warehouse.layout()
 
 
+class DagsterReport:
+    """Reports staff changes to the Dagster instance of $DAGSTER_HOME: a runless
+    AssetMaterialization per republished asset, in the practice's partition, so the UI
+    shows that the practice's views changed (ids and counts only). Without DAGSTER_HOME,
+    nothing is reported."""
+
+    def __init__(self, dagster_home: str | None) -> None:
+        self._instance = None
+        if not dagster_home:
+            return
+        from dagster import DagsterError, DagsterInstance
+
+        try:  # before the change: a bad DAGSTER_HOME stops the command, nothing changed
+            self._instance = DagsterInstance.get()
+        except DagsterError as error:
+            raise CommandError(str(error).splitlines()[0]) from None
+
+    def send(self, materializations: list) -> None:
+        if self._instance is None or not materializations:
+            return
+        try:
+            for materialization in materializations:
+                self._instance.report_runless_asset_event(materialization)
+        except Exception as error:  # the change is made: say so, and that Dagster missed it
+            print(f"balances: warning: the change is made but was not reported to Dagster "
+                  f"({type(error).__name__}: {error})", file=sys.stderr)
+            return
+        by_practice: dict[str, list[str]] = {}
+        for materialization in materializations:
+            by_practice.setdefault(materialization.partition, []).append(
+                materialization.asset_key.to_user_string()
+            )
+        for practice_id, assets in by_practice.items():
+            print(f"reported to Dagster for {practice_id}: {', '.join(assets)}")
+
+    def close(self) -> None:
+        if self._instance is not None:
+            self._instance.dispose()
+
+
+def _staff_objects():
+    """What a staff change needs: the practices, the layout, and where to report it."""
+    practices, home = _practices_and_layout()
+    return practices, home, DagsterReport(os.environ.get("DAGSTER_HOME"))
+
+
+def _targets_note(result) -> str:
+    done = result.republished
+    return (done.warning if done is not None and done.warning
+            else "collection targets are re-evaluated")
+
+
 def _override_set(args: argparse.Namespace) -> int:
+    from balances_pipeline.defs.staff_jobs import CLI, override_materializations
     from balances_pipeline.staff.overrides import build_request, set_overrides
 
-    practices, home = _practices_and_layout()
-    request = build_request(
-        practices, args.practice, args.account, args.patient_portion, args.insurance_portion,
-        args.reason, args.actor,
-    )
-    [result] = set_overrides(home, practices, [request])
-    replaced = result.events.count("replaced")
-    print(
-        f"override {result.override_id} set on {result.practice_id}/{result.account_id}"
-        + (f" (replaced {replaced} earlier)" if replaced else "")
-        + "; outstanding_balances and aging_summary are updated"
-    )
+    practices, home, report = _staff_objects()
+    try:
+        request = build_request(
+            practices, args.practice, args.account, args.patient_portion,
+            args.insurance_portion, args.reason, args.actor,
+        )
+        [result] = set_overrides(home, practices, [request])
+        replaced = result.events.count("replaced")
+        print(
+            f"override {result.override_id} set on {result.practice_id}/{result.account_id}"
+            + (f" (replaced {replaced} earlier)" if replaced else "")
+            + f"; outstanding_balances and aging_summary are updated; {_targets_note(result)}"
+        )
+        report.send(override_materializations([result], "override_set", CLI))
+    finally:
+        report.close()
     return 0
 
 
 def _override_clear(args: argparse.Namespace) -> int:
+    from balances_pipeline.defs.staff_jobs import CLI, override_materializations
     from balances_pipeline.staff.overrides import clear_override
 
-    practices, home = _practices_and_layout()
-    result = clear_override(home, practices, args.practice, args.account, args.reason, args.actor)
-    print(
-        f"override cleared on {result.practice_id}/{result.account_id}; "
-        "outstanding_balances and aging_summary are updated"
-    )
+    practices, home, report = _staff_objects()
+    try:
+        result = clear_override(
+            home, practices, args.practice, args.account, args.reason, args.actor
+        )
+        print(
+            f"override cleared on {result.practice_id}/{result.account_id}; "
+            f"outstanding_balances and aging_summary are updated; {_targets_note(result)}"
+        )
+        report.send(override_materializations([result], "override_clear", CLI))
+    finally:
+        report.close()
     return 0
 
 
 def _override_import(args: argparse.Namespace) -> int:
+    from balances_pipeline.defs.staff_jobs import CLI, override_materializations
     from balances_pipeline.staff.overrides import read_import_file, set_overrides
 
-    practices, home = _practices_and_layout()
-    requests, where = read_import_file(Path(args.file), practices, args.actor)
-    results = set_overrides(home, practices, requests, where=where)
-    touched = sorted({result.practice_id for result in results})
-    print(f"imported {len(results)} overrides; updated practices: {', '.join(touched)}")
+    practices, home, report = _staff_objects()
+    try:
+        requests, where = read_import_file(Path(args.file), practices, args.actor)
+        results = set_overrides(home, practices, requests, where=where)
+        touched = sorted({result.practice_id for result in results})
+        print(f"imported {len(results)} overrides; updated practices: {', '.join(touched)}")
+        warnings = {r.republished.warning for r in results if r.republished and
+                    r.republished.warning}
+        for warning in sorted(warnings):
+            print(f"balances: warning: {warning}", file=sys.stderr)
+        report.send(override_materializations(results, "override_import", CLI))
+    finally:
+        report.close()
     return 0
 
 
@@ -117,15 +191,20 @@ def _warehouse_rebuild(args: argparse.Namespace) -> int:
 
 
 def _block(args: argparse.Namespace) -> int:
+    from balances_pipeline.defs.staff_jobs import CLI, block_materializations
     from balances_pipeline.staff.blocks import set_block
 
-    practices, home = _practices_and_layout()
-    blocked = args.block_command == "set"
-    result = set_block(home, practices, args.practice, args.account, blocked, args.reason,
-                       args.actor)
-    state = "blocked from" if blocked else "unblocked for"
-    print(f"account {result.practice_id}/{result.account_id} {state} collection rules; "
-          + (result.warning or "collection targets are re-evaluated"))
+    practices, home, report = _staff_objects()
+    try:
+        blocked = args.block_command == "set"
+        result = set_block(home, practices, args.practice, args.account, blocked, args.reason,
+                           args.actor)
+        state = "blocked from" if blocked else "unblocked for"
+        print(f"account {result.practice_id}/{result.account_id} {state} collection rules; "
+              + (result.warning or "collection targets are re-evaluated"))
+        report.send(block_materializations(result, CLI))
+    finally:
+        report.close()
     return 0
 
 

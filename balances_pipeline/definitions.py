@@ -15,7 +15,7 @@ from balances_pipeline.defs.partitions import practice_partitions
 from balances_pipeline.defs.resources import resources_from
 from balances_pipeline.defs.schedules import build_schedules
 from balances_pipeline.defs.sensors import report_failed_syncs, report_stale_practices
-from balances_pipeline.defs.staff_jobs import manual_override_job
+from balances_pipeline.defs.staff_jobs import STAFF_JOBS
 from balances_pipeline.settings import Settings
 
 
@@ -26,7 +26,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     sync_job = build_sync_job()
     return Definitions(
         assets=build_sync_assets(partitions),
-        jobs=[sync_job, manual_override_job],
+        jobs=[sync_job, *STAFF_JOBS],
         schedules=build_schedules(practices, sync_job),
         sensors=[report_failed_syncs, report_stale_practices],
         resources=resources_from(settings),

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
 import pytest
 import yaml
 
@@ -15,6 +14,7 @@ from balances_pipeline.config import load_practices
 from balances_pipeline.settings import Settings
 from balances_pipeline.settings import layout_from_env as layout
 from balances_pipeline.simulator import SimPractice, SimulatorServer
+from balances_pipeline.storage.reader import read_published
 
 DEVELOPER_KEY_ENV = "TEST_OD_DEVELOPER_KEY"
 
@@ -89,23 +89,13 @@ def simulated(
         yield SimulatedPractices(server, practices_file, keys)
 
 
-def warehouse_query(sql: str, params: list | None = None) -> list[tuple]:
-    """Query the analyst file of $BALANCES_HOME read-only, as an analyst would."""
-    con = duckdb.connect(str(layout().warehouse_path), read_only=True)
-    try:
-        return con.execute(sql, params or []).fetchall()
-    finally:
-        con.close()
-
-
 def warehouse_dicts(sql: str, params: list | None = None) -> list[dict]:
-    con = duckdb.connect(str(layout().warehouse_path), read_only=True)
-    try:
-        cursor = con.execute(sql, params or [])
-        names = [column[0] for column in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-    finally:
-        con.close()
+    """Query the analyst file of $BALANCES_HOME read-only, as an analyst would."""
+    return read_published(layout(), sql, params)
+
+
+def warehouse_query(sql: str, params: list | None = None) -> list[tuple]:
+    return [tuple(row.values()) for row in warehouse_dicts(sql, params)]
 
 
 def sync_practice(practice, **options):
@@ -114,3 +104,60 @@ def sync_practice(practice, **options):
 
     settings = Settings.from_env()
     return sync(practice, settings.layout(), as_of=settings.as_of, **options)
+
+
+# --- test groups: ./dev test -m unit | -m "not operations" | -m operations ------------------
+
+# Each test module's group (the markers are registered in pyproject.toml):
+#   unit         pure logic: no server, no Dagster run (in-memory DuckDB is fine)
+#   integration  the simulator or a double over loopback HTTP, real DuckDB files,
+#                dagster.materialize, the balances / dagster CLIs in a subprocess
+#   operations   `dagster dev`, a headless browser, concurrent and killed processes
+# A module not listed here is integration. A test marked with a group itself keeps it.
+TEST_GROUPS = {
+    "test_ledger_aging": "unit",
+    "test_ledger_aging_property": "unit",
+    "test_override_buckets": "unit",
+    "test_schedules": "unit",
+    "test_simulator_aging": "unit",
+    "test_aging_report_sync": "integration",
+    "test_alerts": "integration",
+    "test_bench": "integration",
+    "test_checks_per_practice": "integration",
+    "test_cli": "integration",
+    "test_collection_rules": "integration",
+    "test_config": "integration",
+    "test_extract_retry_policy": "integration",
+    "test_ledger_sync": "integration",
+    "test_opendental_faults": "integration",
+    "test_opendental_paging": "integration",
+    "test_opendental_validation": "integration",
+    "test_overrides": "integration",
+    "test_schema": "integration",
+    "test_simulator_cli": "integration",
+    "test_simulator_http": "integration",
+    "test_staff_reporting": "integration",
+    "test_sync_failures": "integration",
+    "test_synthetic_practice": "integration",
+    "test_end_to_end": "operations",
+    "test_operations": "operations",
+}
+DEFAULT_GROUP = "integration"
+GROUPS = ("unit", "integration", "operations")
+NOT_UNIT_FIXTURES = {"simulated"}  # a server: a test that uses it is not a unit test
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    misplaced = []
+    for item in items:
+        group = next((g for g in GROUPS if item.get_closest_marker(g)), None)
+        if group is None:
+            group = TEST_GROUPS.get(item.path.stem, DEFAULT_GROUP)
+            item.add_marker(group)
+        if group == "unit" and NOT_UNIT_FIXTURES & set(getattr(item, "fixturenames", ())):
+            misplaced.append(item.nodeid)
+    if misplaced:
+        raise pytest.UsageError(
+            "unit tests use a server fixture (move the module to integration in "
+            f"conftest.TEST_GROUPS): {', '.join(misplaced)}"
+        )

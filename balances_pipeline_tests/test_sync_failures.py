@@ -27,8 +27,6 @@ def run_sync(simulated: SimulatedPractices, practice_id: str, instance: DagsterI
     )
 
 
-
-
 def failure_message(result) -> str:
     [event] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     return event.step_failure_data.error.message

@@ -32,7 +32,7 @@ from dagster import (
 )
 
 from balances_pipeline.config import Practice, PracticesFileError, RulesError
-from balances_pipeline.defs.checks import CHECK_SPECS, check_results
+from balances_pipeline.defs.checks import build_check_specs, check_results
 from balances_pipeline.defs.jobs import SYNC_GROUP
 from balances_pipeline.defs.metadata import (
     balances_metadata,
@@ -48,7 +48,6 @@ from balances_pipeline.pipeline.extract import extract_practice
 from balances_pipeline.pipeline.publish_sync import publish_practice
 
 GROUP = SYNC_GROUP
-PROGRESS_EVERY_PAGES = 25
 # When the source stayed unavailable through urllib3's own retries: two more attempts of
 # the whole extraction, a minute apart and more (exponential, with jitter).
 EXTRACT_RETRY_POLICY = RetryPolicy(
@@ -71,7 +70,7 @@ BALANCE_SPECS = [
         deps=["source_extract"],
         group_name=GROUP,
         kinds={"duckdb"},
-        description="One row per account, as synced (aging.md).",
+        description="One row per account, as synced (docs/aging.md).",
     ),
     AssetSpec(
         "outstanding_balances",
@@ -109,7 +108,11 @@ def _failure(error: SyncFailed) -> Exception:
     )
 
 
-def build_sync_assets(partitions_def: PartitionsDefinition) -> list[AssetsDefinition]:
+def build_sync_assets(
+    partitions_def: PartitionsDefinition,
+    *,
+    retry_policy: RetryPolicy | None = EXTRACT_RETRY_POLICY,  # the extract step's
+) -> list[AssetsDefinition]:
     @asset(
         name="source_extract",
         partitions_def=partitions_def,
@@ -117,7 +120,7 @@ def build_sync_assets(partitions_def: PartitionsDefinition) -> list[AssetsDefini
         kinds={"python"},
         description="The practice's aging report or ledger, read page by page from its PMS "
         "into staging.",
-        retry_policy=EXTRACT_RETRY_POLICY,
+        retry_policy=retry_policy,
     )
     def source_extract(
         context: AssetExecutionContext, warehouse: BalancesWarehouse, sources: SourceClients
@@ -125,8 +128,7 @@ def build_sync_assets(partitions_def: PartitionsDefinition) -> list[AssetsDefini
         practice = _practice(context, warehouse)
 
         def progress(pages: int, rows: int) -> None:
-            if pages % PROGRESS_EVERY_PAGES == 0:
-                context.log.info(f"practice {practice.id}: {rows} rows in {pages} pages")
+            context.log.info(f"practice {practice.id}: {rows} rows in {pages} pages")
 
         try:
             outcome = extract_practice(
@@ -142,7 +144,7 @@ def build_sync_assets(partitions_def: PartitionsDefinition) -> list[AssetsDefini
     @multi_asset(
         name="practice_balances",
         specs=BALANCE_SPECS,
-        check_specs=CHECK_SPECS,
+        check_specs=build_check_specs(partitions_def),
         partitions_def=partitions_def,
     )
     def practice_balances(

@@ -10,6 +10,8 @@ from dagster import MetadataValue
 from balances_pipeline.pipeline.collections import CollectionOutcome
 from balances_pipeline.pipeline.outcomes import ExtractOutcome, SyncOutcome
 from balances_pipeline.pipeline.summary import BUCKETS
+from balances_pipeline.staff.blocks import BlockResult
+from balances_pipeline.staff.overrides import OverrideResult
 
 CHART_WIDTH = 24
 
@@ -112,4 +114,33 @@ def collection_metadata(outcome: CollectionOutcome) -> dict[str, Any]:
            for cause in ("blocked", "deceased", "data_quality", "insurance_pending", "cooldown")},
         "amount_targeted": money(outcome.amount_targeted),
         "export_file": outcome.export_path.name if outcome.export_path else "",
+    }
+
+
+def override_change_metadata(
+    results: list[OverrideResult], action: str, via: str
+) -> dict[str, Any]:
+    """A staff override change in one practice: ids and counts, never the reason or names
+    (the reason and the actor are in override_events, found by the override id)."""
+    created = [result.override_id for result in results if result.override_id]
+    ended = [old_id for result in results for old_id in result.ended_ids]
+    metadata: dict[str, Any] = {
+        "action": action,
+        "via": via,
+        "accounts": len(results),
+        "overrides_set": len(created),
+        "overrides_ended": len(ended),
+    }
+    if len(results) == 1:
+        metadata["override_id"] = ", ".join(created or ended)
+    return metadata
+
+
+def block_change_metadata(result: BlockResult, via: str) -> dict[str, Any]:
+    """A staff block set or lifted: the block's row (account_blocks.sequence), no reason."""
+    return {
+        "action": "block_set" if result.blocked else "block_clear",
+        "via": via,
+        "accounts": 1,
+        "block_sequence": result.sequence,
     }

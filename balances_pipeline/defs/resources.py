@@ -10,7 +10,6 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
-import duckdb
 from dagster import ConfigurableResource, EnvVar
 
 from balances_pipeline.alerts import Alert, post_alert
@@ -23,6 +22,7 @@ from balances_pipeline.settings import (
 )
 from balances_pipeline.sources.clients import SourceClient, open_client
 from balances_pipeline.storage.layout import Layout
+from balances_pipeline.storage.reader import read_published
 
 
 class BalancesWarehouse(ConfigurableResource):
@@ -51,14 +51,7 @@ class BalancesWarehouse(ConfigurableResource):
 
     def analyst_query(self, sql: str, params: list | None = None) -> list[tuple]:
         """Read the published relations as an analyst does: never blocks or waits for a sync."""
-        path = self.layout().warehouse_path
-        if not path.exists():
-            return []
-        con = duckdb.connect(str(path), read_only=True)
-        try:
-            return con.execute(sql, params or []).fetchall()
-        finally:
-            con.close()
+        return [tuple(row.values()) for row in read_published(self.layout(), sql, params)]
 
 
 class SourceClients(ConfigurableResource):

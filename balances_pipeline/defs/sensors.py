@@ -7,6 +7,8 @@ from dagster import (
     AssetCheckEvaluation,
     AssetCheckSeverity,
     AssetKey,
+    AssetRecordsFilter,
+    DagsterInvariantViolationError,
     DefaultSensorStatus,
     RunFailureSensorContext,
     SensorEvaluationContext,
@@ -15,12 +17,19 @@ from dagster import (
     sensor,
 )
 
+# Not exported by dagster, but the type of AssetCheckEvaluation's public
+# `target_materialization_data` argument.
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
+
 from balances_pipeline.alerts import new_alert
 from balances_pipeline.defs.checks import FRESH
 from balances_pipeline.defs.resources import AlertWebhook, BalancesWarehouse
 from balances_pipeline.pipeline.freshness import stale_practices
 
 STALE_CHECK_INTERVAL_SECONDS = 300
+SUMMARY = AssetKey("aging_summary")
 
 
 def _failed_sync_error_class(
@@ -57,6 +66,30 @@ def report_failed_syncs(
     alerts.post(alert)
 
 
+def _latest_summary(
+    context: SensorEvaluationContext, practice_id: str
+) -> AssetCheckEvaluationTargetMaterializationData | None:
+    """The practice's latest aging_summary materialization, which the failed check is about.
+
+    Dagster counts a partition's check result (the partition status in the UI) only while it
+    targets the latest materialization of that asset partition; without a target, the
+    stale practice's failure would show in the check's history but not as its status.
+    """
+    try:
+        instance = context.instance
+    except DagsterInvariantViolationError:  # a context built without an instance (tests)
+        return None
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=SUMMARY, asset_partitions=[practice_id]), limit=1
+    ).records
+    if not records:
+        return None
+    latest = records[0]
+    return AssetCheckEvaluationTargetMaterializationData(
+        storage_id=latest.storage_id, run_id=latest.run_id, timestamp=latest.timestamp
+    )
+
+
 @sensor(
     name="report_stale_practices",
     default_status=DefaultSensorStatus.RUNNING,
@@ -79,10 +112,11 @@ def report_stale_practices(
         alerts.post(alert)
         evaluations.append(
             AssetCheckEvaluation(
-                asset_key=AssetKey("aging_summary"),
+                asset_key=SUMMARY,
                 check_name=FRESH,
                 passed=False,
-                partition=practice_id,
+                partition=practice_id,  # the check is partitioned by practice
+                target_materialization_data=_latest_summary(context, practice_id),
                 severity=AssetCheckSeverity.ERROR,
                 metadata={"fresh_until": stale[practice_id].isoformat()},
             )

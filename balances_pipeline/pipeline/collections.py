@@ -22,7 +22,7 @@ import duckdb
 import pyarrow as pa
 
 from balances_pipeline.config import CollectionRule, Practice, PracticesFile, RulesError
-from balances_pipeline.schema import COLLECTION_RELATIONS
+from balances_pipeline.schema import COLLECTION_RELATIONS, COLLECTION_RULES, arrow_schema
 from balances_pipeline.storage import duck, sync_runs
 from balances_pipeline.storage.layout import Layout
 from balances_pipeline.storage.publish import CollectionDay, StateChanges, practice_lock, publish
@@ -32,7 +32,6 @@ from balances_pipeline.storage.working_db import WorkingDatabase
 
 log = logging.getLogger(__name__)
 
-MONEY = pa.decimal128(14, 2)
 EXPORT_COLUMNS = "practice_id, account_id, as_of_date, rule_id, action, amount, days_outstanding"
 
 
@@ -53,18 +52,13 @@ class CollectionOutcome:
 
 
 def rules_table(rules: list[CollectionRule]) -> pa.Table:
-    return pa.table({
-        "rule_order": pa.array(range(len(rules)), pa.int32()),
-        "rule_id": pa.array([r.id for r in rules], pa.string()),
-        "action": pa.array([r.action for r in rules], pa.string()),
-        "min_patient_balance": pa.array([r.min_patient_balance for r in rules], MONEY),
-        "min_days_outstanding": pa.array([r.min_days_outstanding for r in rules], pa.int32()),
-        "max_days_outstanding": pa.array([r.max_days_outstanding for r in rules], pa.int32()),
-        "exclude_insurance_pending": pa.array(
-            [r.exclude_insurance_pending for r in rules], pa.bool_()
-        ),
-        "cooldown_days": pa.array([r.cooldown_days for r in rules], pa.int32()),
-    })
+    """The rules as `sql/collection_decisions.sql` reads them (`schema.COLLECTION_RULES`):
+    in order, each with the rule's field of the column's name."""
+    values = {"rule_order": list(range(len(rules))), "rule_id": [rule.id for rule in rules]}
+    for name in COLLECTION_RULES.names:
+        if name not in values:
+            values[name] = [getattr(rule, name) for rule in rules]
+    return pa.Table.from_pydict(values, schema=arrow_schema(COLLECTION_RULES))
 
 
 def _inputs(

@@ -90,9 +90,12 @@ def _begin(
 
 
 def _reporting(practice_id: str, progress: ProgressCallback | None) -> ProgressCallback:
+    """Every PROGRESS_EVERY_PAGES pages: a log line, and the caller's `progress`."""
+
     def report(pages: int, rows: int) -> None:
-        if pages % PROGRESS_EVERY_PAGES == 0:
-            log.info("practice %s: %d rows in %d pages so far", practice_id, rows, pages)
+        if pages % PROGRESS_EVERY_PAGES:
+            return
+        log.info("practice %s: %d rows in %d pages so far", practice_id, rows, pages)
         if progress:
             progress(pages, rows)
 

@@ -1,6 +1,6 @@
 """Open Dental style aging report (four buckets) computed from the simulator's ledger.
 
-Implements the `ledger` mode rules of spec/aging.md, then folds 91-120 and over-120 into
+Implements the `ledger` mode rules of docs/aging.md, then folds 91-120 and over-120 into
 `BalOver90` and reports a credit balance as a negative `Bal_0_30`, as Open Dental does.
 """
 

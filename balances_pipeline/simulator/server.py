@@ -1,4 +1,4 @@
-"""The bundled EHR simulator: the Open Dental API subset of spec/sources.md over real HTTP."""
+"""The bundled EHR simulator: the Open Dental API subset of docs/sources.md over real HTTP."""
 
 from __future__ import annotations
 

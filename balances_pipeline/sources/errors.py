@@ -25,5 +25,14 @@ class DuplicateRowsError(SourceError):
     """The same key came back twice while paging (rows shifted between offset pages)."""
 
 
+class MalformedResponseError(SourceError):
+    """A complete answer whose body is not what the API defines (e.g. not a JSON list).
+
+    The server's own answer, not a fault on the way: asking again gets the same, so it is
+    retried neither by the session nor by the orchestrator.
+    """
+
+
 class TransientSourceError(SourceError):
-    """Retries exhausted on throttling, server errors, timeouts or broken responses."""
+    """Retries exhausted on throttling, server errors, timeouts or bodies cut short: a
+    later attempt of the whole extraction may succeed."""

@@ -1,14 +1,22 @@
 """Validated source rows, as the connectors yield them, in pages.
 
-Each row type names the staging relation (`schema.py`) its rows are appended to.
+Each row type names the staging relation (`schema.py`) its rows are appended to, and its
+fields are that relation's columns, in order (the staging database appends them by
+position). The row types stay written out rather than generated from `schema.py` (with
+`dataclasses.make_dataclass`): the connectors construct them by keyword, and spelled-out
+fields keep that readable and checkable by type checkers and editors. So that they cannot
+drift from the declaration, `_check_declared` compares every row type's fields (names,
+order and types) with its relation's columns when this module is imported.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime
 from decimal import Decimal
 from typing import ClassVar, Generic, TypeVar
+
+from balances_pipeline import schema
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,3 +122,36 @@ class AdjustmentRow:
     adj_date: date
     adj_amt: Decimal
     changed_at: datetime | None
+
+
+# The Python type a staging column's values have (annotations are strings here).
+_PYTHON_TYPES = {
+    schema.BIGINT: "int",
+    schema.VARCHAR: "str",
+    schema.MONEY: "Decimal",
+    schema.DATE: "date",
+    schema.TIMESTAMP: "datetime",
+}
+
+
+def _check_declared(row_type: type) -> None:
+    relation = schema.STAGING_TABLES[row_type.RELATION]  # type: ignore[attr-defined]
+    declared = [(column.name, _PYTHON_TYPES[column.type]) for column in relation.columns]
+    written = [
+        (f.name, str(f.type).removesuffix(" | None")) for f in fields(row_type)  # type: ignore[arg-type]
+    ]
+    if written != declared:
+        raise TypeError(
+            f"{row_type.__name__} does not match {relation.name} in schema.py:"
+            f" fields {written}, columns {declared}"
+        )
+
+
+ROW_TYPES = (
+    AgingReportRow, PatientRow, RejectedRow, ProcedureRow, ClaimProcRow, PaySplitRow,
+    AdjustmentRow,
+)
+for _row_type in ROW_TYPES:
+    _check_declared(_row_type)
+if {row_type.RELATION for row_type in ROW_TYPES} != set(schema.STAGING_TABLES):
+    raise TypeError("every staging table of schema.py needs exactly one row type")

@@ -1,5 +1,5 @@
 -- account_balances: one row per account, as synced.
--- Mode aging_report (aging.md): Open Dental's own aging report, mapped field by field.
+-- Mode aging_report (docs/aging.md): Open Dental's own aging report, mapped field by field.
 -- Open Dental does not split over-90, so bucket_91_120 and bucket_over_120 stay NULL.
 -- Parameters: $practice_id, $as_of_date, $synced_at, $sync_id.
 -- Accounts touched by a rejected row (of /patients) are flagged has_rejected_rows.

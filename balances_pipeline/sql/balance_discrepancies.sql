@@ -1,4 +1,4 @@
--- balance_discrepancies found while mapping Open Dental's aging report (aging.md):
+-- balance_discrepancies found while mapping Open Dental's aging report (docs/aging.md):
 --   patient_portion_mismatch: our BalTotal - InsPayEst - InsWoEst against the source's
 --                             PatientPortion, when they differ by more than one cent;
 --   buckets_do_not_sum:       the four buckets against BalTotal (Open Dental reports a

@@ -1,4 +1,4 @@
--- account_balances, mode `ledger` (spec/aging.md): the pipeline ages the raw ledger itself.
+-- account_balances, mode `ledger` (docs/aging.md): the pipeline ages the raw ledger itself.
 --
 -- Inputs (one practice's rows, as the ledger connector stages them):
 --   ledger_patients, ledger_procedures, ledger_claimprocs, ledger_paysplits,
@@ -7,7 +7,7 @@
 --
 -- Money stays DECIMAL from input to output (never DOUBLE): amounts are summed exactly and
 -- each account's figures are rounded to cents once, in the final SELECT (DuckDB's round()
--- on a DECIMAL rounds half away from zero, as aging.md asks).
+-- on a DECIMAL rounds half away from zero, as docs/aging.md asks).
 -- Open Dental's empty date is DATE '0001-01-01': it sorts before every as-of date, so a
 -- credit with it counts as dated before as_of; a charge with it is a rejected row
 -- (the connector rejects it; it is excluded again here).
@@ -20,7 +20,7 @@ patient_account AS (
     FROM ledger_patients
 ),
 
--- aging.md, table "Ledger entries": every entry with a date and a signed amount.
+-- docs/aging.md, table "Ledger entries": every entry with a date and a signed amount.
 -- entry_kind + entry_id order same-day entries (rule 6: "same-day charges in id order").
 ledger_entries AS (
     -- completed procedure: +ProcFee * (UnitQty + BaseUnits) on ProcDate

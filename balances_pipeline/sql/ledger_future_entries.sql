@@ -1,7 +1,7 @@
--- Ledger entries dated after the as-of date (spec/aging.md, mode `ledger`): ignored by
+-- Ledger entries dated after the as-of date (docs/aging.md, mode `ledger`): ignored by
 -- ledger_account_balances.sql and counted here for the sync's metadata. One row.
 -- Same inputs as ledger_account_balances.sql. Parameter: $as_of_date.
--- Counted per source row that is a ledger entry (aging.md's table): completed procedures,
+-- Counted per source row that is a ledger entry (docs/aging.md's table): completed procedures,
 -- received claim procedures (one row, though it carries a payment and a write-off),
 -- payment splits and adjustments, whatever their amount.
 WITH future AS (

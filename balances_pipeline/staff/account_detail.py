@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-import duckdb
-
 from balances_pipeline.storage.layout import Layout
+from balances_pipeline.storage.reader import read_published
 
 BUCKET_LABELS = [
     ("bucket_0_30", "0-30"), ("bucket_31_60", "31-60"), ("bucket_61_90", "61-90"),
@@ -25,13 +24,7 @@ class DetailError(ValueError):
 def _query(layout: Layout, sql: str, params: list) -> list[dict]:
     if not layout.warehouse_path.exists():
         raise DetailError("no warehouse yet: sync a practice first")
-    con = duckdb.connect(str(layout.warehouse_path), read_only=True)
-    try:
-        cursor = con.execute(sql, params)
-        names = [column[0] for column in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-    finally:
-        con.close()
+    return read_published(layout, sql, params)
 
 
 def _money(value: Decimal | None) -> str:

@@ -1,7 +1,8 @@
 """Staff blocks: exclude an account from every collection rule (append-only history).
 
 Like overrides, a block is validated first, recorded under the practice's publish lock,
-and the practice's collection targets are re-evaluated before the command returns.
+and the practice's collection targets are re-evaluated before the command returns; the
+result says whether they were (`Republished`).
 """
 
 from __future__ import annotations
@@ -10,11 +11,24 @@ from dataclasses import dataclass
 
 from balances_pipeline.config import PracticesFile
 from balances_pipeline.pipeline.collections import refresh_collection_targets
-from balances_pipeline.staff.overrides import OverrideError, staff_change, synced_portions
+from balances_pipeline.schema import ACCOUNT_BLOCKS
+from balances_pipeline.staff.overrides import (
+    OverrideError,
+    Republished,
+    republished,
+    staff_change,
+    synced_portions,
+)
 from balances_pipeline.storage.layout import Layout
 from balances_pipeline.storage.override_store import now
 from balances_pipeline.storage.publish import practice_lock
 from balances_pipeline.storage.working_db import WorkingDatabase
+
+# The sequence's name is declared in schema.py; every value is a parameter.
+INSERT_BLOCK = (
+    "INSERT INTO account_blocks (practice_id, account_id, blocked, reason, actor, created_at,"
+    " sequence) VALUES (?, ?, ?, ?, ?, ?, nextval(?)) RETURNING sequence"
+)
 
 
 class BlockError(OverrideError):
@@ -26,7 +40,9 @@ class BlockResult:
     practice_id: str
     account_id: str
     blocked: bool
-    warning: str | None
+    warning: str | None  # why the collection targets were not re-evaluated
+    sequence: int  # the block's row in account_blocks (its id)
+    republished: Republished
 
 
 def set_block(
@@ -44,10 +60,11 @@ def set_block(
                 f"unknown account {account!r} in practice {practice_id} (not in its latest sync)"
             )
         with working_db.transaction() as con:
-            con.execute(
-                "INSERT INTO account_blocks VALUES (?, ?, ?, ?, ?, ?,"
-                " nextval('account_block_sequence'))",
-                [practice_id, account, blocked, reason_text, actor_text, now()],
-            )
+            [sequence] = con.execute(
+                INSERT_BLOCK,
+                [practice_id, account, blocked, reason_text, actor_text, now(),
+                 ACCOUNT_BLOCKS.sequence],
+            ).fetchone()
         warning = refresh_collection_targets(practice, practices, layout)
-    return BlockResult(practice_id, account, blocked, warning)
+    return BlockResult(practice_id, account, blocked, warning, sequence,
+                       republished(practice_id, (), warning))

@@ -4,7 +4,8 @@ Every entry point (the `balances override` commands, the Dagster launchpad job) 
 through here. Input is validated completely before anything is written; the events and
 the recomputed outstanding_balances / aging_summary are published in one step, under the
 practice's publish lock, so an override entered while a sync runs is neither lost nor
-applied twice.
+applied twice. Each result says what was republished (`Republished`): the CLI and the
+launchpad job report that to Dagster; nothing here knows Dagster.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import csv
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -31,6 +32,10 @@ MAX_REASON = 500
 MAX_ACTOR = 200
 log = logging.getLogger(__name__)
 IMPORT_COLUMNS = ["practice_id", "account_id", "patient_portion", "insurance_portion", "reason"]
+# What an override change republishes (the sync assets of the same names), and what it
+# republishes too when the practice's collection rules could be re-evaluated.
+OVERRIDE_REPUBLISHES = ("manual_overrides", "outstanding_balances", "aging_summary")
+COLLECTION_TARGETS = "collection_targets"
 
 
 class OverrideError(ValueError):
@@ -48,11 +53,33 @@ class OverrideRequest:
 
 
 @dataclass(frozen=True)
+class Republished:
+    """What a staff change republished for one practice: the relations (named like the
+    sync assets) and, when its collection targets could not be re-evaluated, why not."""
+
+    practice_id: str
+    assets: tuple[str, ...]
+    warning: str | None = None
+
+
+def republished(practice_id: str, assets: tuple[str, ...], targets_warning: str | None
+                ) -> Republished:
+    """`assets`, plus collection_targets when they were re-evaluated (no warning)."""
+    return Republished(
+        practice_id, assets + (() if targets_warning else (COLLECTION_TARGETS,)),
+        targets_warning,
+    )
+
+
+@dataclass(frozen=True)
 class OverrideResult:
     practice_id: str
     account_id: str
-    override_id: str | None
+    override_id: str | None  # the new override (set); None when cleared
     events: list[str]
+    # The overrides this change ended: replaced by the new one, or cleared.
+    ended_ids: tuple[str, ...] = ()
+    republished: Republished | None = None
 
 
 def parse_amount(text: str | None, field: str) -> Decimal | None:
@@ -182,13 +209,17 @@ def set_overrides(
                 override_id, events = _events_for(request, synced[request.account_id], open_ids)
                 planned[practice_id] += events
                 results.append(OverrideResult(
-                    practice_id, request.account_id, override_id, [e.event for e in events]
+                    practice_id, request.account_id, override_id, [e.event for e in events],
+                    ended_ids=tuple(old_id for old_id, _ in open_ids),
                 ))
+        done: dict[str, Republished] = {}
         for practice_id, events in planned.items():
             practice = practices.practice(practice_id)
             recompute_practice(practice, layout, events=events)
-            _refresh_targets(practice, practices, layout)
-        return results
+            done[practice_id] = republished(
+                practice_id, OVERRIDE_REPUBLISHES, _refresh_targets(practice, practices, layout)
+            )
+        return [replace(result, republished=done[result.practice_id]) for result in results]
     finally:
         for lock in reversed(locks):
             lock.release()
@@ -233,14 +264,20 @@ def clear_override(
         ]
         practice = practices.practice(practice_id)
         recompute_practice(practice, layout, events=events)
-        _refresh_targets(practice, practices, layout)
-    return OverrideResult(practice_id, account, None, ["cleared"] * len(events))
+        warning = _refresh_targets(practice, practices, layout)
+    return OverrideResult(
+        practice_id, account, None, ["cleared"] * len(events),
+        ended_ids=tuple(override_id for override_id, _ in open_ids),
+        republished=republished(practice_id, OVERRIDE_REPUBLISHES, warning),
+    )
 
 
-def _refresh_targets(practice: Practice, practices: PracticesFile, layout: Layout) -> None:
+def _refresh_targets(practice: Practice, practices: PracticesFile, layout: Layout) -> str | None:
+    """Re-evaluate the practice's collection targets; the warning when they could not be."""
     warning = refresh_collection_targets(practice, practices, layout)
     if warning:
         log.warning("practice %s: %s", practice.id, warning)
+    return warning
 
 
 def read_import_file(path: Path, practices: PracticesFile, actor: str | None) -> tuple[

@@ -1,22 +1,24 @@
 """The analyst file `$BALANCES_HOME/warehouse.duckdb`: views over the published snapshots.
 
 The file holds views only and is never opened for writing in place: when its definition
-changes (a new schema version, or `BALANCES_HOME` moved) a new file is built under a
-temporary name and renamed over it. An analyst holding the old file open keeps working
-and sees the new views on reconnect; no sync ever waits for an analyst.
+changes (a new schema version, derived from the views' SQL, or `BALANCES_HOME` moved) a
+new file is built under a temporary name and renamed over it. An analyst holding the old
+file open keeps working and sees the new views on reconnect; no sync ever waits for an
+analyst.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 
 import duckdb
 
 from balances_pipeline.schema import (
+    ANALYST_RELATIONS,
     DERIVED_VIEWS,
     HISTORY_RELATIONS,
-    RELATIONS,
     select_list,
 )
 from balances_pipeline.storage import duck
@@ -24,8 +26,34 @@ from balances_pipeline.storage.layout import Layout
 from balances_pipeline.storage.snapshots import SnapshotStore, sql_literal
 from balances_pipeline.storage.sql_files import load_sql
 
-# Bump when a relation's columns or a view's definition changes.
-ANALYST_SCHEMA_VERSION = 4
+
+def _view_sql(relation: str, current_dir: str, history_dir: str) -> str:
+    if relation in HISTORY_RELATIONS:
+        pattern = sql_literal(f"{history_dir}/*/*.parquet")
+    else:
+        pattern = sql_literal(f"{current_dir}/*/{relation}.parquet")
+    return (
+        f"CREATE VIEW {relation} AS SELECT\n  {select_list(relation)}\n"  # noqa: S608
+        f"FROM read_parquet({pattern}, union_by_name = true)"
+    )
+
+
+def _definitions(current_dir: str, history_dir: str) -> list[str]:
+    """Every statement that builds the warehouse's views."""
+    return [_view_sql(relation, current_dir, history_dir) for relation in ANALYST_RELATIONS] + [
+        f"CREATE VIEW {view} AS {load_sql(view)}" for view in DERIVED_VIEWS
+    ]
+
+
+def view_sql(layout: Layout, relation: str) -> str:
+    return _view_sql(relation, str(layout.current_dir), str(layout.history_dir))
+
+
+# Derived from the views' definitions (independent of where `BALANCES_HOME` is): any change
+# to a relation's columns or a view rebuilds `warehouse.duckdb`, with no number to bump.
+ANALYST_SCHEMA_VERSION = hashlib.sha256(
+    "\n;\n".join(_definitions("$current", "$history")).encode()
+).hexdigest()[:16]
 
 
 def _fingerprint(layout: Layout) -> str:
@@ -48,17 +76,6 @@ def _current_fingerprint(layout: Layout) -> str | None:
         con.close()
 
 
-def view_sql(layout: Layout, relation: str) -> str:
-    if relation in HISTORY_RELATIONS:
-        pattern = sql_literal(str(layout.history_dir / "*" / "*.parquet"))
-    else:
-        pattern = sql_literal(str(layout.current_dir / "*" / f"{relation}.parquet"))
-    return (
-        f"CREATE VIEW {relation} AS SELECT\n  {select_list(relation)}\n"  # noqa: S608
-        f"FROM read_parquet({pattern}, union_by_name = true)"
-    )
-
-
 def ensure_analyst_warehouse(layout: Layout, *, force: bool = False) -> bool:
     """Build `warehouse.duckdb` if it is missing or outdated. Returns True if it was (re)built."""
     SnapshotStore(layout).ensure_schema_placeholder()
@@ -67,10 +84,8 @@ def ensure_analyst_warehouse(layout: Layout, *, force: bool = False) -> bool:
     temporary = layout.warehouse_path.with_name(f".warehouse.{uuid.uuid4().hex}.tmp")
     con = duck.connect(layout.duckdb, temporary)
     try:
-        for relation in RELATIONS:
-            con.execute(view_sql(layout, relation))
-        for view in DERIVED_VIEWS:
-            con.execute(f"CREATE VIEW {view} AS {load_sql(view)}")
+        for statement in _definitions(str(layout.current_dir), str(layout.history_dir)):
+            con.execute(statement)
         con.execute(
             "CREATE TABLE warehouse_info AS SELECT ? AS fingerprint, ? AS schema_version, "
             "current_timestamp AS built_at",

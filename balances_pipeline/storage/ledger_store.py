@@ -11,13 +11,14 @@ idempotent.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
+from balances_pipeline import schema
 from balances_pipeline.storage import duck
 from balances_pipeline.storage.layout import Layout, secure_private
 from balances_pipeline.storage.snapshots import sql_literal
@@ -26,42 +27,40 @@ from balances_pipeline.storage.sql_files import load_sql
 
 @dataclass(frozen=True)
 class LedgerTable:
-    table: str
+    """A raw-ledger table: the columns and source key of the staging table it upserts."""
+
+    relation: schema.Relation
     staging_table: str
-    key: str
-    columns: str
-    kept_columns: str = "*"
+    # Columns not kept as staged: column -> the SQL expression kept instead.
+    kept: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def table(self) -> str:
+        return self.relation.name
+
+    @property
+    def key(self) -> str:
+        if self.relation.source_key is None:
+            raise ValueError(f"{self.table} declares no source key")
+        return self.relation.source_key
+
+    @property
+    def kept_columns(self) -> str:
+        """The select list reading the staging table into this one."""
+        return ", ".join(
+            f"{self.kept[name]} AS {name}" if name in self.kept else name
+            for name in self.relation.names
+        )
 
 
 # Minimum necessary: only the account holder's (guarantor's) name is kept, never the names
 # of the other patients of the family.
-GUARANTOR_NAMES_ONLY = (
-    "pat_num, guarantor_id,"
-    " CASE WHEN pat_num = guarantor_id THEN display_name END AS display_name,"
-    " status, changed_at"
-)
+GUARANTOR_NAMES_ONLY = {"display_name": "CASE WHEN pat_num = guarantor_id THEN display_name END"}
 
-
-LEDGER_TABLES = (
-    LedgerTable("ledger_patients", "stg_patients", "pat_num",
-                "pat_num BIGINT, guarantor_id BIGINT, display_name VARCHAR,"
-                " status VARCHAR, changed_at TIMESTAMP", GUARANTOR_NAMES_ONLY),
-    LedgerTable("ledger_procedures", "stg_ledger_procedures", "proc_num",
-                "proc_num BIGINT, pat_num BIGINT, proc_date DATE,"
-                " proc_fee DECIMAL(14,2), unit_qty BIGINT, base_units BIGINT,"
-                " proc_status VARCHAR, changed_at TIMESTAMP"),
-    LedgerTable("ledger_claimprocs", "stg_ledger_claimprocs", "claim_proc_num",
-                "claim_proc_num BIGINT, proc_num BIGINT, claim_num BIGINT,"
-                " pat_num BIGINT, status VARCHAR, ins_pay_est DECIMAL(14,2),"
-                " ins_pay_amt DECIMAL(14,2), write_off DECIMAL(14,2),"
-                " write_off_est DECIMAL(14,2), date_cp DATE, changed_at TIMESTAMP"),
-    LedgerTable("ledger_paysplits", "stg_ledger_paysplits", "split_num",
-                "split_num BIGINT, pat_num BIGINT, split_amt DECIMAL(14,2),"
-                " date_pay DATE, changed_at TIMESTAMP"),
-    LedgerTable("ledger_adjustments", "stg_ledger_adjustments",
-                "adj_num",
-                "adj_num BIGINT, pat_num BIGINT, adj_date DATE,"
-                " adj_amt DECIMAL(14,2), changed_at TIMESTAMP"),
+LEDGER_TABLES = tuple(
+    LedgerTable(relation, staging_table,
+                GUARANTOR_NAMES_ONLY if staging_table == schema.STG_PATIENTS.name else {})
+    for staging_table, relation in schema.LEDGER_TABLES.items()
 )
 
 
@@ -85,12 +84,15 @@ def record_refresh(
     """Commit the cursors (and a full refresh's date) with the publish."""
     for endpoint, cursor in cursors.items():
         con.execute(
-            "INSERT OR REPLACE INTO ledger_cursors VALUES (?, ?, ?)",
+            "INSERT OR REPLACE INTO ledger_cursors (practice_id, endpoint, cursor_at)"
+            " VALUES (?, ?, ?)",
             [practice_id, endpoint, cursor],
         )
     if full:
         con.execute(
-            "INSERT OR REPLACE INTO ledger_refreshes VALUES (?, ?)", [practice_id, as_of]
+            "INSERT OR REPLACE INTO ledger_refreshes (practice_id, last_full_as_of)"
+            " VALUES (?, ?)",
+            [practice_id, as_of],
         )
 
 
@@ -105,7 +107,7 @@ class LedgerStore:
         con = duck.connect(self.duckdb, self.path)
         secure_private(self.path)
         for table in LEDGER_TABLES:
-            con.execute(f"CREATE TABLE IF NOT EXISTS {table.table} ({table.columns})")
+            con.execute(table.relation.create_sql(if_not_exists=True))
         return con
 
     def apply_and_age(
@@ -129,7 +131,7 @@ class LedgerStore:
                         f" (SELECT {table.key} FROM stg.{table.staging_table})"
                     )
                 con.execute(
-                    f"INSERT INTO {table.table}"  # noqa: S608
+                    f"INSERT INTO {table.table} BY NAME"  # noqa: S608
                     f" SELECT {table.kept_columns} FROM stg.{table.staging_table}"
                 )
             con.execute("COMMIT")

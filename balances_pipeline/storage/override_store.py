@@ -14,6 +14,7 @@ from decimal import Decimal
 import duckdb
 import pyarrow as pa
 
+from balances_pipeline.schema import OVERRIDE_EVENTS
 from balances_pipeline.storage.sql_files import load_sql
 
 SYNC_ACTOR = "sync"
@@ -51,6 +52,11 @@ def now() -> datetime:
 
 
 EVENT_COLUMNS = [field.name for field in fields(OverrideEvent)]
+# `OverrideEvent` is the domain object staff and syncs build (with defaults), kept written
+# out for readability: its fields must be `override_events`' columns, in order, but for the
+# `sequence` the insert assigns.
+if EVENT_COLUMNS + ["sequence"] != list(OVERRIDE_EVENTS.names):
+    raise TypeError("OverrideEvent's fields differ from override_events in schema.py")
 
 
 def append_events(con: duckdb.DuckDBPyConnection, events: list[OverrideEvent]) -> None:
@@ -59,7 +65,7 @@ def append_events(con: duckdb.DuckDBPyConnection, events: list[OverrideEvent]) -
     for event in events:
         con.execute(
             f"INSERT INTO override_events ({', '.join(EVENT_COLUMNS)}, sequence)"  # noqa: S608
-            f" VALUES ({placeholders}, nextval('override_event_sequence'))",
+            f" VALUES ({placeholders}, nextval('{OVERRIDE_EVENTS.sequence}'))",
             list(astuple(event)),
         )
 

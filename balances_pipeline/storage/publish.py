@@ -15,7 +15,13 @@ import duckdb
 import pyarrow as pa
 from filelock import FileLock
 
-from balances_pipeline.schema import DATA_RELATIONS, STATE_RELATIONS
+from balances_pipeline.schema import (
+    COLLECTION_TARGET_HISTORY,
+    DATA_RELATIONS,
+    STATE_RELATIONS,
+    STG_REJECTED_ROWS,
+    quoted,
+)
 from balances_pipeline.storage import ledger_store, override_store, sync_runs
 from balances_pipeline.storage.layout import Layout
 from balances_pipeline.storage.override_store import OverrideEvent
@@ -45,6 +51,13 @@ _STATE_QUERIES = {
     "account_blocks": "SELECT * FROM account_blocks WHERE practice_id = ? ORDER BY sequence",
 }
 
+
+# Columns of the staged rejected rows and of the day's targets that the working tables
+# keep (the rest of each row comes from the publish).
+_REJECTED_COLUMNS = ", ".join(map(quoted, STG_REJECTED_ROWS.names))
+_TARGET_COLUMNS = ", ".join(
+    quoted(name) for name in COLLECTION_TARGET_HISTORY.names if name != "sync_id"
+)
 
 _LOCKS: dict[Path, FileLock] = {}
 
@@ -128,8 +141,8 @@ def _commit(
     if changes.rejected_rows is not None and changes.sync_end is not None:
         con.register("rejected_batch", changes.rejected_rows)
         con.execute(
-            "INSERT INTO rejected_rows BY NAME SELECT ? AS sync_id, ? AS practice_id,"
-            " endpoint, row_key, reason, raw, account_id FROM rejected_batch",
+            "INSERT INTO rejected_rows BY NAME SELECT ? AS sync_id, ? AS practice_id,"  # noqa: S608
+            f" {_REJECTED_COLUMNS} FROM rejected_batch",
             [changes.sync_end.sync_id, practice_id],
         )
         con.unregister("rejected_batch")
@@ -145,8 +158,7 @@ def _commit(
         )
         con.register("day_targets", day.targets)
         con.execute(
-            "INSERT INTO collection_target_history BY NAME SELECT practice_id, account_id,"
-            " as_of_date, evaluated_at, rule_id, action, amount, days_outstanding, reason,"
+            f"INSERT INTO collection_target_history BY NAME SELECT {_TARGET_COLUMNS},"  # noqa: S608
             " ? AS sync_id FROM day_targets",
             [day.sync_id],
         )
@@ -183,7 +195,9 @@ def publish(
         _commit(con, practice_id, changes, snapshot_dir.name)
         conflicts = override_store.open_conflict_count(con, practice_id)
         con.execute(
-            "INSERT OR REPLACE INTO published_snapshots VALUES (?, ?, ?, current_timestamp)",
+            "INSERT OR REPLACE INTO published_snapshots"
+            " (practice_id, snapshot_id, sync_id, published_at)"
+            " VALUES (?, ?, ?, current_timestamp)",
             [practice_id, snapshot_dir.name, sync_id],
         )
         export_state(con, practice_id, snapshot_dir)

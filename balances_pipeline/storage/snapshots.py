@@ -16,8 +16,10 @@ import uuid
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from balances_pipeline.schema import HISTORY_RELATIONS, RELATIONS, select_list
+from balances_pipeline.schema import ANALYST_RELATIONS, HISTORY_RELATIONS, quoted, select_list
 from balances_pipeline.storage import duck
 from balances_pipeline.storage.layout import Layout
 
@@ -105,13 +107,21 @@ class SnapshotStore:
                 shutil.rmtree(old, ignore_errors=True)
 
     def ensure_schema_placeholder(self) -> None:
-        """Zero-row files of every relation, so analyst views work before the first sync."""
+        """Zero-row files of every relation, so analyst views work before the first sync.
+
+        A file whose columns are not the relation's (written by an earlier release, before
+        a column was added) is rewritten: a view naming a column no file has would fail.
+        """
         targets = {
             name: (self.layout.history_dir if name in HISTORY_RELATIONS
                    else self.layout.current_dir) / SCHEMA_PLACEHOLDER / f"{name}.parquet"
-            for name in RELATIONS
+            for name in ANALYST_RELATIONS
         }
-        missing = [name for name, target in targets.items() if not target.exists()]
+        missing = [
+            name for name, target in targets.items()
+            if _parquet_columns(target)
+            != [column.name for column in ANALYST_RELATIONS[name].analyst_columns]
+        ]
         if not missing:
             return
         con = duck.connect(self.layout.duckdb)
@@ -120,7 +130,10 @@ class SnapshotStore:
                 folder = targets[name].parent
                 folder.mkdir(parents=True, exist_ok=True)
                 self.layout.secure_published(folder)
-                columns = ", ".join(f"NULL AS {quoted_name}" for quoted_name in _quoted(name))
+                columns = ", ".join(
+                    f"NULL AS {quoted(column.name)}"
+                    for column in ANALYST_RELATIONS[name].analyst_columns
+                )
                 target = targets[name]
                 temporary = folder / f".{name}.{uuid.uuid4().hex}.tmp"
                 copy_to_parquet(con, name, f"SELECT {columns} WHERE false", temporary)  # noqa: S608
@@ -130,5 +143,9 @@ class SnapshotStore:
             con.close()
 
 
-def _quoted(relation: str) -> list[str]:
-    return ['"' + column.replace('"', '""') + '"' for column, _ in RELATIONS[relation]]
+def _parquet_columns(path: Path) -> list[str] | None:
+    """The column names of a Parquet file; None if it is missing or unreadable."""
+    try:
+        return pq.read_schema(path).names
+    except (OSError, pa.ArrowException):
+        return None

@@ -13,102 +13,20 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from balances_pipeline import schema
 from balances_pipeline.storage import duck
 from balances_pipeline.storage.layout import secure_private
 
-MONEY = pa.decimal128(14, 2)
-
-STAGING_TABLES: dict[str, tuple[str, pa.Schema]] = {
-    "stg_aging_report": (
-        "stg_aging_report",
-        pa.schema(
-            [("guarantor_id", pa.int64()), ("display_name", pa.string())]
-            + [
-                (name, MONEY)
-                for name in (
-                    "bal_0_30", "bal_31_60", "bal_61_90", "bal_over_90", "bal_total",
-                    "ins_wo_est", "ins_pay_est", "patient_portion",
-                )
-            ]
-        ),
-    ),
-    "stg_patients": (
-        "stg_patients",
-        pa.schema(
-            [
-                ("pat_num", pa.int64()),
-                ("guarantor_id", pa.int64()),
-                ("display_name", pa.string()),
-                ("status", pa.string()),
-                ("changed_at", pa.timestamp("us")),
-            ]
-        ),
-    ),
-    "stg_ledger_procedures": (
-        "stg_ledger_procedures",
-        pa.schema([
-            ("proc_num", pa.int64()), ("pat_num", pa.int64()), ("proc_date", pa.date32()),
-            ("proc_fee", MONEY), ("unit_qty", pa.int64()), ("base_units", pa.int64()),
-            ("proc_status", pa.string()), ("changed_at", pa.timestamp("us")),
-        ]),
-    ),
-    "stg_ledger_claimprocs": (
-        "stg_ledger_claimprocs",
-        pa.schema([
-            ("claim_proc_num", pa.int64()), ("proc_num", pa.int64()), ("claim_num", pa.int64()),
-            ("pat_num", pa.int64()), ("status", pa.string()), ("ins_pay_est", MONEY),
-            ("ins_pay_amt", MONEY), ("write_off", MONEY), ("write_off_est", MONEY),
-            ("date_cp", pa.date32()), ("changed_at", pa.timestamp("us")),
-        ]),
-    ),
-    "stg_ledger_paysplits": (
-        "stg_ledger_paysplits",
-        pa.schema([
-            ("split_num", pa.int64()), ("pat_num", pa.int64()), ("split_amt", MONEY),
-            ("date_pay", pa.date32()), ("changed_at", pa.timestamp("us")),
-        ]),
-    ),
-    "stg_ledger_adjustments": (
-        "stg_ledger_adjustments",
-        pa.schema([
-            ("adj_num", pa.int64()), ("pat_num", pa.int64()), ("adj_date", pa.date32()),
-            ("adj_amt", MONEY), ("changed_at", pa.timestamp("us")),
-        ]),
-    ),
-    "stg_rejected_rows": (
-        "stg_rejected_rows",
-        pa.schema(
-            [
-                ("endpoint", pa.string()),
-                ("row_key", pa.string()),
-                ("reason", pa.string()),
-                ("raw", pa.string()),
-                ("account_id", pa.string()),
-            ]
-        ),
-    ),
+# The Arrow schema of each staging table's pages, keyed by table (a row type's `RELATION`).
+STAGING_TABLES: dict[str, pa.Schema] = {
+    name: schema.arrow_schema(relation) for name, relation in schema.STAGING_TABLES.items()
 }
-
-
-STAGED_KEYS = {
-    "stg_aging_report": "guarantor_id",
-    "stg_patients": "pat_num",
-    "stg_ledger_procedures": "proc_num",
-    "stg_ledger_claimprocs": "claim_proc_num",
-    "stg_ledger_paysplits": "split_num",
-    "stg_ledger_adjustments": "adj_num",
+# The source key of each staged table that has one (unique per extract).
+STAGED_KEYS: dict[str, str] = {
+    name: relation.source_key
+    for name, relation in schema.STAGING_TABLES.items()
+    if relation.source_key
 }
-
-
-def _arrow_type_sql(arrow_type: pa.DataType) -> str:
-    if pa.types.is_decimal(arrow_type):
-        return f"DECIMAL({arrow_type.precision},{arrow_type.scale})"
-    return {
-        pa.int64(): "BIGINT",
-        pa.string(): "VARCHAR",
-        pa.timestamp("us"): "TIMESTAMP",
-        pa.date32(): "DATE",
-    }[arrow_type]
 
 
 class StagingDatabase:
@@ -129,7 +47,7 @@ class StagingDatabase:
 
     def set_meta(self, key: str, value: object) -> None:
         self.con.execute(
-            "INSERT OR REPLACE INTO stg_meta VALUES (?, ?)",
+            "INSERT OR REPLACE INTO stg_meta (key, value) VALUES (?, ?)",
             [key, None if value is None else str(value)],
         )
 
@@ -138,25 +56,23 @@ class StagingDatabase:
         return rows[0][0] if rows else None
 
     def _create_tables(self) -> None:
-        for table, schema in STAGING_TABLES.values():
-            columns = ", ".join(f"{f.name} {_arrow_type_sql(f.type)}" for f in schema)
-            self.con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
-        self.con.execute(
-            "CREATE TABLE IF NOT EXISTS stg_meta (key VARCHAR PRIMARY KEY, value VARCHAR)"
-        )
-        self.counts: dict[str, int] = {table: 0 for table, _ in STAGING_TABLES.values()}
+        for relation in (*schema.STAGING_TABLES.values(), schema.STG_META):
+            self.con.execute(relation.create_sql(if_not_exists=True))
+        self.counts: dict[str, int] = {table: 0 for table in STAGING_TABLES}
 
     def append(self, rows: list) -> None:
         """Append rows of one row type (its `RELATION` names the staging table)."""
         if not rows:
             return
-        table, schema = STAGING_TABLES[rows[0].RELATION]
-        columns = {field.name: [] for field in schema}
+        table = rows[0].RELATION
+        page_schema = STAGING_TABLES[table]
+        columns: dict[str, list] = {name: [] for name in page_schema.names}
         for row in rows:
+            # The row type's fields are the table's columns, in order (sources/rows.py).
             for name, value in zip(columns, dataclasses.astuple(row), strict=True):
                 columns[name].append(value)
-        self.con.register("page_batch", pa.table(columns, schema=schema))
-        self.con.execute(f"INSERT INTO {table} SELECT * FROM page_batch")  # noqa: S608
+        self.con.register("page_batch", pa.table(columns, schema=page_schema))
+        self.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM page_batch")  # noqa: S608
         self.con.unregister("page_batch")
         self.counts[table] += len(rows)
 
@@ -172,7 +88,7 @@ class StagingDatabase:
         return None
 
     def truncate(self) -> None:
-        for table, _ in STAGING_TABLES.values():
+        for table in STAGING_TABLES:
             self.con.execute(f"DELETE FROM {table}")  # noqa: S608
             self.counts[table] = 0
 

@@ -1,16 +1,36 @@
-"""Open Dental API v1 connector: paged reads of `/reports/Aging` and `/patients`.
+"""Open Dental API v1 connector: paged reads of `/reports/Aging`, `/patients` and the ledger.
 
-Transport faults (429, 5xx, resets, timeouts) are retried inside urllib3 (see `http.py`);
-a body that arrives broken or is not a JSON list is re-requested here, a bounded number
-of times, and counted as a retry too. The `Authorization` value lives only in a redacting
-auth object: it never reaches a message, a log record or a repr.
+Retries, once per layer:
+
+- Each request is retried inside urllib3 (`http.py`), one `Retry` and one budget
+  (`max_retries`) per request: throttling, 5xx, refused or reset connections, timeouts,
+  and bodies cut short of their Content-Length or last chunk, which urllib3 sees as
+  broken reads because the session reads bodies inside its retry loop. This module has no
+  retry loop of its own.
+- When that budget runs out, `TransientSourceError` goes up to the orchestrator, which may
+  run the whole extraction again later (the extract step's Dagster `RetryPolicy`).
+
+A *complete* 2xx answer whose body is not a JSON list (an object, an HTML page, JSON with
+a syntax error, a body that will not decompress) fails the page with
+`MalformedResponseError`, which is not transient: nothing is retried. The framing proves
+the bytes arrived as the server sent them, so the body is the server's answer, and asking
+again gets the same answer (a wrong `base_url`, a proxy's login page, an API change, or a
+server bug on that page). Retrying would only delay the failure by the backoff and the
+orchestrator's minutes while loading the source; skipping the page as "rejected" would
+publish a practice with accounts silently missing. The sync fails and the published data
+stays as it was, with the reason in `sync_runs`. The one exception is a body with no
+framing (neither Content-Length nor chunked, delimited by the connection closing): its end
+cannot be checked, so an unusable one may have been cut short and is reported as
+transient.
+
+The `Authorization` value lives only in a redacting auth object: it never reaches a
+message, a log record or a repr.
 """
 
 from __future__ import annotations
 
+import http.client
 import logging
-import random
-import time
 from collections.abc import Callable, Iterator
 from datetime import date, datetime
 from email.utils import parsedate_to_datetime
@@ -30,12 +50,11 @@ from balances_pipeline.config import OpenDentalSource, Practice
 from balances_pipeline.sources.credentials import opendental_authorization
 from balances_pipeline.sources.errors import (
     AuthenticationError,
+    MalformedResponseError,
     SourceError,
     TransientSourceError,
 )
 from balances_pipeline.sources.http import (
-    DEFAULT_BACKOFF_FACTOR,
-    DEFAULT_BACKOFF_MAX,
     DEFAULT_CONNECT_TIMEOUT,
     CountingSession,
     RequestStats,
@@ -45,11 +64,11 @@ from balances_pipeline.sources.opendental.rows import (
     AGING_ENDPOINT,
     PATIENTS_ENDPOINT,
     changed_since_parameter,
-    decode_json_list,
     ledger_page_parser,
     parse_aging_page,
     parse_patient_page,
 )
+from balances_pipeline.sources.opendental.values import decode_json_list
 from balances_pipeline.sources.rows import AgingReportRow, Page, PatientRow
 
 logger = logging.getLogger(__name__)
@@ -89,10 +108,18 @@ def _describe_failure(exc: requests.RequestException) -> str:
     if isinstance(exc, requests.ReadTimeout) or isinstance(reason, ReadTimeoutError):
         return "read timeout"
     if isinstance(reason, ProtocolError):
+        if any(isinstance(arg, http.client.IncompleteRead) for arg in reason.args):
+            return "response body cut short"
         return "connection broken"
     if isinstance(exc, requests.ConnectionError):
         return "connection failed"
     return f"request failed ({type(exc).__name__})"
+
+
+def _framed(response: requests.Response) -> bool:
+    """Whether the body's end could be checked: a Content-Length, or chunked encoding."""
+    encoding = response.headers.get("Transfer-Encoding", "").lower()
+    return "Content-Length" in response.headers or "chunked" in encoding
 
 
 def _server_clock(response: requests.Response) -> datetime | None:
@@ -114,7 +141,7 @@ class OpenDentalClient:
         practice: Practice,
         *,
         authorization: str | None = None,
-        session: requests.Session | None = None,
+        session: CountingSession | None = None,
     ) -> None:
         if not isinstance(practice.source, OpenDentalSource):
             raise SourceError(f"practice {practice.id}: source is not opendental")
@@ -129,13 +156,11 @@ class OpenDentalClient:
                 timeout_seconds=self.source.timeout_seconds,
             )
         self._session = session
-        # A foreign session has no retry hook: only the attempts made from here are counted.
-        self.stats: RequestStats = (
-            session.stats if isinstance(session, CountingSession) else RequestStats()
-        )
+        self.stats: RequestStats = session.stats
         read_timeout = self.source.timeout_seconds
         self._timeout = (min(DEFAULT_CONNECT_TIMEOUT, read_timeout), read_timeout)
-        self._backoff_factor = getattr(session, "backoff_factor", DEFAULT_BACKOFF_FACTOR)
+        # From the first answer's `Date` header: the server's clock, for incremental cursors.
+        self.server_clock: datetime | None = None
         if not practice.verify_tls and self.source.base_url.startswith("https:"):
             logger.warning("practice %s: TLS certificate verification is turned off", practice.id)
 
@@ -241,44 +266,14 @@ class OpenDentalClient:
             self.stats.retries,
         )
 
-    # -- one page, with body-level retries ----------------------------------------------
+    # -- one page ----------------------------------------------------------------------
 
     def _where(self, endpoint: str, offset: int) -> str:
         return f"practice {self.practice.id}: {endpoint} offset {offset}"
 
     def _get_rows(self, endpoint: str, query: dict[str, Any], offset: int) -> list[Any]:
-        body_retries = 0
-        while True:
-            rows, problem = self._attempt(endpoint, query, offset)
-            if rows is not None:
-                return rows
-            if body_retries >= self.source.max_retries:
-                raise TransientSourceError(
-                    f"{self._where(endpoint, offset)}: {problem} after {body_retries} retries"
-                )
-            body_retries += 1
-            # The session counts the next attempt itself; only the retry is counted here.
-            self.stats.retries += 1
-            logger.warning(
-                "%s: %s, retry %d of %d",
-                self._where(endpoint, offset),
-                problem,
-                body_retries,
-                self.source.max_retries,
-            )
-            time.sleep(self._body_backoff(body_retries))
-
-    def _body_backoff(self, retry_number: int) -> float:
-        delay = self._backoff_factor * (2 ** (retry_number - 1))
-        return min(DEFAULT_BACKOFF_MAX, delay + random.random() * self._backoff_factor)
-
-    def _attempt(
-        self, endpoint: str, query: dict[str, Any], offset: int
-    ) -> tuple[list[Any] | None, str]:
-        """(rows, "") or (None, why the body was unusable); raises on HTTP-level failures."""
+        """One page's rows. The session retries the request; raises `SourceError`s."""
         retries_before = self.stats.retries
-        if not isinstance(self._session, CountingSession):
-            self.stats.record_request()
         try:
             response = self._session.get(
                 f"{self.source.base_url}{endpoint}",
@@ -286,7 +281,6 @@ class OpenDentalClient:
                 auth=self._auth,
                 timeout=self._timeout,
                 allow_redirects=False,
-                stream=True,
             )
         except requests.RequestException as exc:
             raise self._request_error(exc, endpoint, offset, retries_before) from None
@@ -294,17 +288,16 @@ class OpenDentalClient:
             self._check_status(response, endpoint, offset, retries_before)
             if self.server_clock is None:
                 self.server_clock = _server_clock(response)
-            try:
-                body = response.content
-            except requests.RequestException as exc:
-                return None, f"response body broken ({type(exc).__name__})"
-        rows = decode_json_list(body)
-        if rows is None:
-            return None, "response body is not a JSON list"
-        return rows, ""
-
-    # Set from the first answer's `Date` header: the server's clock, for incremental cursors.
-    server_clock: datetime | None = None
+            rows = decode_json_list(response.content)
+        if rows is not None:
+            return rows
+        where = self._where(endpoint, offset)
+        if not _framed(response):
+            raise TransientSourceError(
+                f"{where}: response body is not a JSON list and has no length to check "
+                "(it may have been cut short)"
+            )
+        raise MalformedResponseError(f"{where}: response body is not a JSON list")
 
     def _request_error(
         self, exc: requests.RequestException, endpoint: str, offset: int, retries_before: int
@@ -312,6 +305,9 @@ class OpenDentalClient:
         where = self._where(endpoint, offset)
         if isinstance(exc, requests.exceptions.SSLError):
             return SourceError(f"{where}: TLS handshake or certificate verification failed")
+        if isinstance(exc, requests.exceptions.ContentDecodingError):
+            # Read in full, so not cut short: what the server encoded will not decompress.
+            return MalformedResponseError(f"{where}: response body could not be decompressed")
         if isinstance(exc, requests.ConnectionError | requests.Timeout):
             retries = self.stats.retries - retries_before
             return TransientSourceError(

@@ -1,0 +1,27 @@
+"""Reading the published relations as an analyst does: `warehouse.duckdb`, read-only.
+
+A read-only connection never blocks a sync and a sync never blocks it (the file holds
+views over immutable snapshots). The one helper for every reader inside the product
+(`balances account show`, sensors) and its tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+
+from balances_pipeline.storage.layout import Layout
+
+
+def read_published(layout: Layout, sql: str, params: list | None = None) -> list[dict[str, Any]]:
+    """Rows of `sql` over the analyst warehouse, as dicts; none before the first sync."""
+    if not layout.warehouse_path.exists():
+        return []
+    con = duckdb.connect(str(layout.warehouse_path), read_only=True)
+    try:
+        cursor = con.execute(sql, params or [])
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    finally:
+        con.close()

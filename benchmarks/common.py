@@ -1,0 +1,21 @@
+"""What the benchmark's parent and its workers share: the practice, the keys, the markers."""
+
+from __future__ import annotations
+
+from datetime import date
+
+AS_OF = date(2025, 6, 30)
+SEED = 7
+PRACTICE_ID = "bench_practice"
+DEVELOPER_KEY_ENV = "BENCH_OD_DEVELOPER_KEY"
+CUSTOMER_KEY_ENV = "BENCH_PRACTICE_OD_CUSTOMER_KEY"
+AGING_ENDPOINT = "reports/Aging"
+PAGE_ROWS = 100
+LEDGER_ENDPOINTS = ("patients", "procedurelogs", "claimprocs", "paysplits", "adjustments")
+LEDGER_BENCH_MODULE = "benchmarks.ledger_bench"
+RESULT_MARK = "BENCH_RESULT "
+PHASE_ORDER = ("extract", "publish")  # publish: transform + snapshot + atomic switch
+
+
+class BenchError(Exception):
+    """The benchmark could not run; the message is one line."""
