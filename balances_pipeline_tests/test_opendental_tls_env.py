@@ -33,7 +33,7 @@ from balances_pipeline_tests.opendental_fake import (
     make_practice,
     patient_row,
 )
-from balances_pipeline_tests.test_opendental_request_limits import RawServer, drip_body
+from balances_pipeline_tests.raw_http_server import RawServer, drip_body
 
 PROXY_VARIABLES = (
     "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY",
