@@ -577,6 +577,9 @@ def test_short_query_now_is_the_server_clock(sim: SimulatorServer) -> None:
         assert abs(now - server_clock(reply, zone)) <= timedelta(seconds=1)
         assert row["today"] == f"{now.date().isoformat()}T00:00:00"
         assert row["quoted"] == "NOW()"
+    # An alias or column named like a clock function is left alone.
+    [row] = query(sim, "SELECT NOW() AS now, 1 AS current_timestamp_x").json()
+    assert set(row) == {"now", "current_timestamp_x"}
 
 
 def test_short_query_pages_of_100(sim: SimulatorServer) -> None:

@@ -211,8 +211,11 @@ _SELECT = duckdb.StatementType.SELECT
 _LEADING = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|#[^\n]*(?:\n|$)|/\*.*?\*/)*", re.DOTALL)
 _FIRST_WORD = re.compile(r"[(\s]*([A-Za-z]+)")
 # The clock functions of MySQL, replaced by the server clock outside quotes.
+# NOW(), SYSDATE() and CURDATE() are functions; CURRENT_TIMESTAMP, LOCALTIMESTAMP and
+# CURRENT_DATE are keywords that may take parentheses.
 _CLOCK = re.compile(
-    r"\b(NOW|SYSDATE|CURRENT_TIMESTAMP|LOCALTIMESTAMP|CURDATE|CURRENT_DATE)\b(\s*\(\s*\))?",
+    r"\b(?:(NOW|SYSDATE|CURDATE)\s*\(\s*\)"
+    r"|(CURRENT_TIMESTAMP|LOCALTIMESTAMP|CURRENT_DATE)\b(?:\s*\(\s*\))?)",
     re.IGNORECASE,
 )
 _DATE_FUNCTIONS = frozenset({"CURDATE", "CURRENT_DATE"})
@@ -251,7 +254,7 @@ def with_server_clock(sql: str, now: datetime) -> tuple[str, dict[str, str]]:
     names: dict[str, str] = {}
 
     def clock(match: re.Match[str]) -> str:
-        if match.group(1).upper() in _DATE_FUNCTIONS:
+        if (match.group(1) or match.group(2)).upper() in _DATE_FUNCTIONS:
             text, kind = now.date().isoformat(), "DATE"
         else:
             text, kind = now.strftime("%Y-%m-%d %H:%M:%S"), "TIMESTAMP"
