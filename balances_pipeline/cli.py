@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -91,8 +90,12 @@ class DagsterReport:
 
 def _staff_objects():
     """What a staff change needs: the practices, the layout, and where to report it."""
+    from balances_pipeline.settings import Settings
+
     practices, home = _practices_and_layout()
-    return practices, home, DagsterReport(os.environ.get("DAGSTER_HOME"))
+    _complete_pending(practices, home)
+    dagster_home = Settings.from_env().dagster_home
+    return practices, home, DagsterReport(str(dagster_home) if dagster_home else None)
 
 
 def _targets_note(result) -> str:
@@ -163,11 +166,39 @@ def _override_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _complete_pending(practices, home, *, reading: bool = False) -> None:
+    """Publish first what an interrupted staff command committed (of any practice), so
+    every command starts from (and shows) every committed change. A read command run by
+    a user who may not write the working database just reads."""
+    from balances_pipeline.pipeline.recompute import complete_pending_republishes
+
+    try:
+        completed = complete_pending_republishes(home, practices)
+    except PermissionError:
+        if not reading:
+            raise
+        return
+    if completed:
+        print("balances: note: published the staff changes an interrupted command had"
+              f" committed ({', '.join(completed)})", file=sys.stderr)
+
+
+def _published_objects(practice_id: str | None):
+    """What a read command needs, once the practice (None: every practice) is known and
+    any staff change an interrupted command committed is published."""
+    from balances_pipeline.staff.account_detail import known_practice
+
+    practices, home = _practices_and_layout()
+    known_practice(practices, practice_id)
+    _complete_pending(practices, home, reading=True)
+    return practices, home
+
+
 def _override_list(args: argparse.Namespace) -> int:
     from balances_pipeline.staff.account_detail import override_list
 
-    _, home = _practices_and_layout()
-    for line in override_list(home, args.practice, args.all):
+    practices, home = _published_objects(args.practice)
+    for line in override_list(home, args.practice, args.all, practices):
         print(line)
     return 0
 
@@ -175,8 +206,8 @@ def _override_list(args: argparse.Namespace) -> int:
 def _account_show(args: argparse.Namespace) -> int:
     from balances_pipeline.staff.account_detail import account_detail
 
-    _, home = _practices_and_layout()
-    for line in account_detail(home, args.practice, args.account):
+    practices, home = _published_objects(args.practice)
+    for line in account_detail(home, args.practice, args.account, practices):
         print(line)
     return 0
 
@@ -205,6 +236,20 @@ def _block(args: argparse.Namespace) -> int:
         report.send(block_materializations(result, CLI))
     finally:
         report.close()
+    return 0
+
+
+def _sync_accept_drop(args: argparse.Namespace) -> int:
+    from balances_pipeline.pipeline.collapse_guard import DropAcceptanceError, accept_drop
+
+    practices, home = _practices_and_layout()
+    try:
+        acceptance = accept_drop(home, practices, args.practice, args.reason, args.actor)
+    except DropAcceptanceError as error:
+        raise CommandError(str(error)) from None
+    print(f"drop accepted for {acceptance.practice_id} by {acceptance.actor}"
+          f" (acceptance {acceptance.acceptance_id}); the practice's next sync publishes"
+          " its accounts however few, once: sync it now")
     return 0
 
 
@@ -297,6 +342,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--practice", required=True)
     check.set_defaults(handler=_source_check)
+
+    sync = commands.add_parser("sync", help="practice syncs")
+    sync_commands = sync.add_subparsers(dest="sync_command", required=True)
+    accept_drop = sync_commands.add_parser(
+        "accept-drop",
+        help="let the practice's next sync publish far fewer accounts than the last (once)",
+    )
+    accept_drop.add_argument("--practice", required=True)
+    _who_and_why(accept_drop)
+    accept_drop.set_defaults(handler=_sync_accept_drop)
 
     bench = commands.add_parser("bench", help="run the performance benchmark")
     bench.add_argument("--accounts", type=int, default=50_000)

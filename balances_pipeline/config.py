@@ -100,6 +100,11 @@ class OpenDentalSource(_Strict):
     incremental_overlap_minutes: int = Field(default=10, ge=0, le=1440)
     timeout_seconds: float = Field(default=30, gt=0, le=600)
     max_retries: int = Field(default=5, ge=0, le=20)
+    # Each attempt of a request, from connecting to the body's last byte (timeout_seconds
+    # bounds one socket read only); an attempt past it is retried like a read timeout.
+    request_deadline_seconds: float = Field(default=120, gt=0, le=3600)
+    # Largest body accepted, on the wire and decompressed; a larger one fails the page.
+    max_response_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, le=1024**3)
 
     @field_validator("base_url")
     @classmethod
@@ -107,6 +112,16 @@ class OpenDentalSource(_Strict):
         if not re.fullmatch(r"https?://[^\s/?#@]+(/[^\s?#]*)?", value):
             raise ValueError("must be an http(s) URL without credentials or query")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _deadline_not_below_read_timeout(self) -> OpenDentalSource:
+        if self.request_deadline_seconds < self.timeout_seconds:
+            raise ValueError(
+                f"request_deadline_seconds ({self.request_deadline_seconds:g}) is shorter "
+                f"than timeout_seconds ({self.timeout_seconds:g}); set "
+                "request_deadline_seconds to at least timeout_seconds"
+            )
+        return self
 
 
 class FhirSource(_Strict):
@@ -184,6 +199,9 @@ class Practice(_Strict):
     # Validated per practice at evaluation (`PracticesFile.rules_for`), not at load.
     collection_rules: str | RawRules | None = None
     max_rejected_fraction: float = Field(default=0.01, ge=0, le=1)
+    # A sync with this much smaller a share of accounts than the previous successful one
+    # (or with none) waits for a person (`balances sync accept-drop`): pipeline/collapse_guard.
+    max_account_drop_fraction: float = Field(default=0.5, ge=0, le=1)
     history_days: int = Field(default=400, ge=1, le=36500)
     currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
     verify_tls: bool = True
@@ -253,17 +271,110 @@ def _describe(error: ValidationError) -> str:
     return f"{where}{message}{extra}"
 
 
-def load_practices(path: Path) -> PracticesFile:
-    """Read and validate the practices file (`Settings.practices_file`: the file named by
-    `$BALANCES_PRACTICES_FILE`, or the bundled demo practices)."""
+# Deeper than any practices file needs (practices → practice → source: 4 levels); a
+# file nested thousands deep would otherwise exhaust the recursive YAML composer.
+MAX_YAML_DEPTH = 50
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _YAMLRefusal(yaml.MarkedYAMLError):
+    """Valid YAML the practices file refuses (a duplicate key, too deep): one line."""
+
+    def __init__(self, message: str, mark: yaml.Mark) -> None:
+        super().__init__(problem=message, problem_mark=mark)
+        self.message = message
+
+
+class PracticesLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader`, but a key given twice in one mapping (at any level) is an error
+    instead of the last one silently winning, nesting is limited to `MAX_YAML_DEPTH`, and
+    an impossible date is a YAML error with its line."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):  # noqa: ANN001, ANN201 - PyYAML's signature
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise _YAMLRefusal(f"nested deeper than {MAX_YAML_DEPTH} levels",
+                                   self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node, deep=False):  # noqa: ANN001, ANN201, FBT002
+        if isinstance(node, yaml.MappingNode):
+            first_seen: dict[Any, yaml.Mark] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == _MERGE_TAG:
+                    continue  # `<<: *defaults`: explicit keys may override merged ones
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    hash(key)
+                except TypeError:
+                    continue  # the base class reports an unhashable key
+                if key in first_seen:
+                    raise _YAMLRefusal(
+                        f"duplicate key {key!r} (first at line {first_seen[key].line + 1})",
+                        key_node.start_mark,
+                    )
+                first_seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_timestamp(self, node):  # noqa: ANN001, ANN201
+        try:
+            return super().construct_yaml_timestamp(node)
+        except ValueError as exc:
+            raise _YAMLRefusal(f"invalid date {node.value!r} ({exc})", node.start_mark) from None
+
+
+PracticesLoader.add_constructor(
+    "tag:yaml.org,2002:timestamp", PracticesLoader.construct_yaml_timestamp
+)
+
+
+def _read_yaml(path: Path) -> object:
+    """The practices file's document; `PracticesFileError` (one line) if it is not UTF-8
+    YAML the loader accepts."""
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
     except OSError as exc:
         raise PracticesFileError(f"{path}: cannot read practices file ({exc.strerror})") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise PracticesFileError(
+            f"{path}: line {line} is not UTF-8 (byte 0x{data[exc.start]:02x}); save the file"
+            " as UTF-8"
+        ) from None
+    try:
+        return yaml.load(text, Loader=PracticesLoader)  # noqa: S506 - a SafeLoader
+    except _YAMLRefusal as exc:
+        line = exc.problem_mark.line + 1
+        raise PracticesFileError(f"{path}: line {line}: {exc.message}") from None
+    except yaml.reader.ReaderError as exc:
+        line = text[:exc.position].count("\n") + 1
+        raise PracticesFileError(
+            f"{path}: not valid YAML at line {line}: character U+{exc.character:04X} is not"
+            " allowed"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark else ""
-        raise PracticesFileError(f"{path}: not valid YAML{line}") from None
+        problem = getattr(exc, "problem", None)
+        detail = f": {problem}" if problem else ""
+        raise PracticesFileError(f"{path}: not valid YAML{line}{detail}") from None
+    except RecursionError:
+        raise PracticesFileError(f"{path}: nested too deeply") from None
+
+
+def load_practices(path: Path) -> PracticesFile:
+    """Read and validate the practices file (`Settings.practices_file`: the file named by
+    `$BALANCES_PRACTICES_FILE`, or the bundled demo practices)."""
+    document = _read_yaml(path)
     if not isinstance(document, dict):
         raise PracticesFileError(f"{path}: expected a mapping with a 'practices' list")
     try:

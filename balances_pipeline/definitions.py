@@ -2,13 +2,20 @@
 
 Practices (and so partitions and schedules) come from the practices file when the code
 location loads: after editing the file, reload the code location.
+
+A bad practices file (or environment variable) stops the load with its one-line message
+and nothing else that is ours: no chained exception, no frames of the loading code. The
+error is also a `click.ClickException`, which the `dagster` command line (click) prints as
+one `Error: ...` line instead of a traceback of its own frames; `dagster dev` shows it
+with Dagster's system frames hidden.
 """
 
 from __future__ import annotations
 
+import click
 from dagster import Definitions, in_process_executor
 
-from balances_pipeline.config import load_practices
+from balances_pipeline.config import PracticesFileError, load_practices
 from balances_pipeline.defs.assets import build_sync_assets
 from balances_pipeline.defs.jobs import build_sync_job
 from balances_pipeline.defs.partitions import practice_partitions
@@ -16,7 +23,7 @@ from balances_pipeline.defs.resources import resources_from
 from balances_pipeline.defs.schedules import build_schedules
 from balances_pipeline.defs.sensors import report_failed_syncs, report_stale_practices
 from balances_pipeline.defs.staff_jobs import STAFF_JOBS
-from balances_pipeline.settings import Settings
+from balances_pipeline.settings import Settings, SettingsError
 
 
 def build_definitions(settings: Settings | None = None) -> Definitions:
@@ -35,4 +42,15 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     )
 
 
-defs = build_definitions()
+class CodeLocationError(PracticesFileError, click.ClickException):
+    """Why the code location cannot load: one line, for the UI and the `dagster` CLI."""
+
+    def __init__(self, message: str) -> None:
+        PracticesFileError.__init__(self, message)
+        click.ClickException.__init__(self, message)
+
+
+try:
+    defs = build_definitions()
+except (PracticesFileError, SettingsError) as error:
+    raise CodeLocationError(str(error)) from None

@@ -233,9 +233,31 @@ LEDGER_REFRESHES = Relation("ledger_refreshes", _columns(
     _required("last_full_as_of", DATE),
 ), primary_key=("practice_id",))
 
+DROP_ACCEPTANCES = Relation("drop_acceptances", _columns(
+    _required("acceptance_id", VARCHAR),
+    _required("practice_id", VARCHAR),
+    _required("reason", VARCHAR, "why the drop is genuine (never a patient's name)"),
+    _required("actor", VARCHAR, "who accepted it"),
+    _required("accepted_at", TIMESTAMPTZ),
+    Column("used_by_sync_id", VARCHAR, doc="the sync that used it (NULL: still waiting)"),
+    Column("used_at", TIMESTAMPTZ),
+    Column("accounts", BIGINT, doc="accounts of the sync that used it"),
+    Column("previous_accounts", BIGINT, doc="accounts of the previous successful sync then"),
+), primary_key=("acceptance_id",),
+    doc="a person's confirmation that the practice's next sync may drop accounts (one use,"
+        " pipeline/collapse_guard.py); rows are never deleted")
+
+PENDING_REPUBLISHES = Relation("pending_republishes", _columns(
+    _required("practice_id", VARCHAR),
+    _required("marked_at", TIMESTAMPTZ, "when the staff change was committed"),
+), primary_key=("practice_id",),
+    doc="practices with committed staff changes not yet republished (a staff command killed"
+        " between its commit and its republish); each practice's republish deletes its row")
+
 WORKING_TABLES: tuple[Relation, ...] = (
     SYNC_RUNS, REJECTED_ROWS, BALANCE_DISCREPANCIES, PUBLISHED_SNAPSHOTS, OVERRIDE_EVENTS,
     ACCOUNT_BLOCKS, COLLECTION_TARGET_HISTORY, LEDGER_CURSORS, LEDGER_REFRESHES,
+    DROP_ACCEPTANCES, PENDING_REPUBLISHES,
 )
 WORKING_SEQUENCES: tuple[str, ...] = tuple(
     table.sequence for table in WORKING_TABLES if table.sequence

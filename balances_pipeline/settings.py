@@ -21,6 +21,7 @@ AS_OF_ENV = "BALANCES_AS_OF"
 SHARED_GROUP_ENV = "BALANCES_SHARED_GROUP"
 MEMORY_LIMIT_ENV = "BALANCES_DUCKDB_MEMORY_LIMIT"
 WEBHOOK_ENV = "BALANCES_ALERT_WEBHOOK_URL"
+DAGSTER_HOME_ENV = "DAGSTER_HOME"
 
 DEFAULT_HOME = "~/.balances"
 DEFAULT_MEMORY_LIMIT = "64MB"
@@ -38,6 +39,8 @@ class Settings:
     shared_group: str | None = None
     duckdb_memory_limit: str = DEFAULT_MEMORY_LIMIT
     alert_webhook_url: str | None = None
+    # The Dagster instance the `balances` command reports staff changes to (DAGSTER_HOME).
+    dagster_home: Path | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -50,6 +53,8 @@ class Settings:
             shared_group=environ.get(SHARED_GROUP_ENV) or None,
             duckdb_memory_limit=environ.get(MEMORY_LIMIT_ENV) or DEFAULT_MEMORY_LIMIT,
             alert_webhook_url=environ.get(WEBHOOK_ENV) or None,
+            dagster_home=Path(environ[DAGSTER_HOME_ENV]).expanduser()
+            if environ.get(DAGSTER_HOME_ENV) else None,
         )
 
     def layout(self):  # -> Layout (imported late: settings sits below storage)

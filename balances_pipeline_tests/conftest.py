@@ -120,6 +120,7 @@ TEST_GROUPS = {
     "test_override_buckets": "unit",
     "test_schedules": "unit",
     "test_simulator_aging": "unit",
+    "test_collapse_guard_rules": "unit",
     "test_aging_report_sync": "integration",
     "test_alerts": "integration",
     "test_bench": "integration",
@@ -141,6 +142,9 @@ TEST_GROUPS = {
     "test_synthetic_practice": "integration",
     "test_end_to_end": "operations",
     "test_operations": "operations",
+    "test_published_churn": "operations",
+    "test_killed_sync_blocks_nobody": "operations",
+    "test_cli_run_alerts": "operations",
 }
 DEFAULT_GROUP = "integration"
 GROUPS = ("unit", "integration", "operations")

@@ -46,6 +46,7 @@ from balances_pipeline.pipeline.collections import NoBalancesYet, evaluate_colle
 from balances_pipeline.pipeline.errors import SyncFailed
 from balances_pipeline.pipeline.extract import extract_practice
 from balances_pipeline.pipeline.publish_sync import publish_practice
+from balances_pipeline.pipeline.recompute import complete_pending_republishes
 
 GROUP = SYNC_GROUP
 # When the source stayed unavailable through urllib3's own retries: two more attempts of
@@ -185,6 +186,10 @@ def build_sync_assets(
         context: AssetExecutionContext, warehouse: BalancesWarehouse
     ) -> MaterializeResult:
         practice = _practice(context, warehouse)
+        # A staff command killed after its commit left this practice's views behind:
+        # publish its committed changes first, so the rules never read stale balances.
+        if complete_pending_republishes(warehouse.layout(), warehouse.practices(), [practice.id]):
+            context.log.info(f"practice {practice.id}: published pending staff changes first")
         try:
             outcome = evaluate_collection_targets(
                 practice, warehouse.practices(), warehouse.layout()

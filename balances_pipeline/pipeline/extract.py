@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -40,7 +40,7 @@ PROGRESS_EVERY_PAGES = 10
 
 
 class TooManyRejectedRowsError(SourceError):
-    """More than `max_rejected_fraction` of the rows failed validation."""
+    """More than `max_rejected_fraction` of one endpoint's rows failed validation."""
 
 
 @dataclass(frozen=True)
@@ -180,51 +180,83 @@ def _counts(extract: ExtractResult) -> sync_runs.SyncCounts:
 PageSources = Callable[[], list[Iterator[Page[Any]]]]
 
 
+@dataclass
+class _Streamed:
+    """What streaming the sources into staging read: rows (accepted and rejected) and
+    rejected rows per endpoint, in reading order, and the pages."""
+
+    rows: dict[str, int] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)
+    pages: int = 0
+    reread: bool = False
+
+    @property
+    def total_rows(self) -> int:
+        return sum(self.rows.values())
+
+    @property
+    def total_rejected(self) -> int:
+        return sum(self.rejected.values())
+
+
 def _stream(
     staging: StagingDatabase, sources: list[Iterator[Page[Any]]],
     progress: ProgressCallback | None, practice_id: str,
-) -> tuple[int, int, int]:
-    rows = rejected = pages = 0
+) -> _Streamed:
+    streamed = _Streamed()
     for source in sources:
         for page in source:
             staging.append(page.rows)
             staging.append(page.rejected)
-            rows += page.row_count
-            rejected += len(page.rejected)
-            pages += 1
+            streamed.rows[page.endpoint] = streamed.rows.get(page.endpoint, 0) + page.row_count
+            streamed.rejected[page.endpoint] = (
+                streamed.rejected.get(page.endpoint, 0) + len(page.rejected)
+            )
+            streamed.pages += 1
             if progress:
-                progress(pages, rows)
+                progress(streamed.pages, streamed.total_rows)
     duplicate = staging.first_duplicate_key()
     if duplicate:
         raise DuplicateRowsError(
             f"practice {practice_id}: key {duplicate[1]} staged twice in {duplicate[0]};"
             " rows shifted between pages"
         )
-    return rows, rejected, pages
+    return streamed
 
 
 def _stream_reading_again_once(
     staging: StagingDatabase, sources: PageSources, practice_id: str,
     progress: ProgressCallback | None,
-) -> tuple[int, int, int, bool]:
+) -> _Streamed:
     """Stream every source into staging; if rows shifted between offset pages (a key came
     back twice), start again once from scratch, then fail: nothing is double counted."""
     try:
-        return (*_stream(staging, sources(), progress, practice_id), False)
+        return _stream(staging, sources(), progress, practice_id)
     except DuplicateRowsError:
         log.warning("practice %s: duplicate rows across pages, reading again", practice_id)
         staging.truncate()
-        return (*_stream(staging, sources(), progress, practice_id), True)
+        streamed = _stream(staging, sources(), progress, practice_id)
+        streamed.reread = True
+        return streamed
+
+
+def _percent(fraction: float) -> str:
+    return f"{fraction:.1%}"
 
 
 def _check_rejected_fraction(
-    practice_id: str, rows: int, rejected: int, max_rejected_fraction: float
+    practice_id: str, streamed: _Streamed, max_rejected_fraction: float
 ) -> None:
-    if rows and rejected / rows > max_rejected_fraction:
-        raise TooManyRejectedRowsError(
-            f"practice {practice_id}: {rejected} of {rows} rows rejected "
-            f"({rejected / rows:.1%}), more than max_rejected_fraction {max_rejected_fraction:.1%}"
-        )
+    """`max_rejected_fraction` holds for each endpoint on its own: the rows of another
+    endpoint (`/patients` beside the aging report) never dilute one endpoint's rejects."""
+    for endpoint, rows in streamed.rows.items():
+        rejected = streamed.rejected.get(endpoint, 0)
+        if rows and rejected / rows > max_rejected_fraction:
+            raise TooManyRejectedRowsError(
+                f"practice {practice_id}: {rejected} of {rows} rows of {endpoint} rejected "
+                f"({_percent(rejected / rows)}), more than max_rejected_fraction "
+                f"{_percent(max_rejected_fraction)}; the rows rejected are in rejected_rows"
+            )
 
 
 def extract_aging_report(
@@ -249,13 +281,12 @@ def extract_aging_report(
             found.append(client.patient_pages())
         return found
 
-    rows, rejected, pages, reread = _stream_reading_again_once(
-        staging, sources, practice_id, progress
-    )
-    _check_rejected_fraction(practice_id, rows, rejected, max_rejected_fraction)
+    streamed = _stream_reading_again_once(staging, sources, practice_id, progress)
+    _check_rejected_fraction(practice_id, streamed, max_rejected_fraction)
     return ExtractResult(
-        rows_extracted=rows, rows_rejected=rejected, requests=client.stats.requests,
-        retries=client.stats.retries, pages=pages, reread_after_duplicates=reread,
+        rows_extracted=streamed.total_rows, rows_rejected=streamed.total_rejected,
+        requests=client.stats.requests, retries=client.stats.retries, pages=streamed.pages,
+        reread_after_duplicates=streamed.reread,
     )
 
 
@@ -280,9 +311,8 @@ def extract_ledger(
         return [client.ledger_pages(endpoint, plan.changed_since.get(endpoint))
                 for endpoint in LEDGER_ENDPOINTS]
 
-    rows, rejected, pages, reread = _stream_reading_again_once(
-        staging, sources, practice_id, progress
-    )
+    streamed = _stream_reading_again_once(staging, sources, practice_id, progress)
+    pages = streamed.pages
     if plan.full:
         try:
             for page in client.aging_report_pages(as_of):
@@ -293,8 +323,9 @@ def extract_ledger(
                      type(error).__name__)
             staging.con.execute("DELETE FROM stg_aging_report")
     staging.set_meta("server_clock", client.server_clock)
-    _check_rejected_fraction(practice_id, rows, rejected, max_rejected_fraction)
+    _check_rejected_fraction(practice_id, streamed, max_rejected_fraction)
     return ExtractResult(
-        rows_extracted=rows, rows_rejected=rejected, requests=client.stats.requests,
-        retries=client.stats.retries, pages=pages, reread_after_duplicates=reread,
+        rows_extracted=streamed.total_rows, rows_rejected=streamed.total_rejected,
+        requests=client.stats.requests, retries=client.stats.retries, pages=pages,
+        reread_after_duplicates=streamed.reread,
     )

@@ -1,8 +1,9 @@
 """Overrides: what this sync does to staff corrections, then `outstanding_balances`.
 
 `reconcile_overrides` compares each active override's base values with the newly synced
-portions (superseded / expired events); `build_outstanding_balances` applies the ones that
-stay active. Both run in the sync's DuckDB connection with the inputs registered as tables.
+portions (superseded / expired events), keeping every override whose account the sync could
+not read; `build_outstanding_balances` applies the ones that stay active. Both run in the
+sync's DuckDB connection with the inputs registered as tables.
 """
 
 from __future__ import annotations
@@ -21,13 +22,30 @@ from balances_pipeline.storage.override_store import (
 from balances_pipeline.storage.sql_files import create_table_from_sql, load_sql
 
 
+def has_unidentified_rejects(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether a rejected row of this sync could not be tied to an account."""
+    return bool(con.execute(
+        "SELECT count(*) FROM rejected_accounts WHERE account_id IS NULL"
+    ).fetchall()[0][0])
+
+
 def reconcile_overrides(
-    con: duckdb.DuckDBPyConnection, active: pa.Table, sync_id: str
+    con: duckdb.DuckDBPyConnection, active: pa.Table, sync_id: str,
+    *, one_row_per_account: bool = True,
 ) -> list[OverrideEvent]:
-    """Events for the active overrides this sync supersedes or expires."""
+    """Events for the active overrides this sync supersedes or expires.
+
+    Reads `account_balances` and `rejected_accounts` (balances.py) from `con`: an override
+    whose account this sync could not read (a rejected row of it, or of an account that
+    could not be identified) is neither superseded nor expired.
+    """
     con.register("overrides_in", active)
-    rows = con.sql(load_sql("override_reconciliation")).fetchall()
-    con.unregister("overrides_in")
+    try:
+        rows = con.execute(
+            load_sql("override_reconciliation"), {"one_row_per_account": one_row_per_account}
+        ).fetchall()
+    finally:
+        con.unregister("overrides_in")
     at = now()
     return [
         OverrideEvent(

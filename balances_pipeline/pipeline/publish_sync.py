@@ -1,7 +1,8 @@
 """Publish a sync: transform the waiting extract and make it the practice's data, atomically.
 
     lock the practice's publishing → claim its newest waiting extract →
-    account_balances (balances.py) → overrides kept / superseded / expired and
+    account_balances (balances.py) → the account count checked against the previous
+    successful sync's (collapse_guard.py) → overrides kept / superseded / expired and
     outstanding_balances (overrides.py) → aging_summary (summary.py) → a new snapshot
     directory → one transaction for the state + one symlink swap (storage/publish.py)
 
@@ -20,6 +21,7 @@ from typing import Any
 
 from balances_pipeline.config import Practice
 from balances_pipeline.pipeline.balances import build_from_aging_report, build_from_ledger
+from balances_pipeline.pipeline.collapse_guard import check_account_count
 from balances_pipeline.pipeline.extract import is_ledger
 from balances_pipeline.pipeline.failures import fail_sync
 from balances_pipeline.pipeline.freshness import fresh_until
@@ -27,6 +29,7 @@ from balances_pipeline.pipeline.history import record_history
 from balances_pipeline.pipeline.outcomes import SyncOutcome
 from balances_pipeline.pipeline.overrides import (
     build_outstanding_balances,
+    has_unidentified_rejects,
     reconcile_overrides,
     still_active,
 )
@@ -103,9 +106,17 @@ def _transform_and_publish(
         balances = build_from_ledger(layout, working_db, practice.id, waiting, staging, params)
     else:
         balances = build_from_aging_report(staging, params)
+    # Before anything ends an override or replaces the data: has the count collapsed?
+    check_account_count(working_db, practice, waiting.sync_id, balances.accounts)
     with working_db.connect() as con:
         active = override_store.active_overrides(con, practice.id)
-    override_events = reconcile_overrides(staging.con, active, waiting.sync_id)
+    if has_unidentified_rejects(staging.con):
+        log.warning("practice %s: rejected rows whose account could not be read; overrides"
+                    " on accounts missing from this sync are kept", practice.id)
+    override_events = reconcile_overrides(
+        staging.con, active, waiting.sync_id,
+        one_row_per_account=balances.one_row_per_account,
+    )
     applied = still_active(active, override_events)
     build_outstanding_balances(staging.con, params, applied)
     summary = build_aging_summary(staging.con, params)

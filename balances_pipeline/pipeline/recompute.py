@@ -5,14 +5,24 @@ extract: outstanding_balances and aging_summary are rebuilt from the published
 account_balances and the active overrides, and published with the change's events in the
 same step. `rebuild_published` does it for every practice after `warehouse.duckdb` is
 rebuilt.
+
+A staff change commits its events (of every practice it touches) in one working-database
+transaction, with a `pending_republishes` row per practice; `republish_practice` then
+publishes each practice and deletes its row. A command killed in between leaves the rows:
+`complete_pending_republishes` (run first by every staff command, `balances` command and
+`warehouse rebuild`) republishes those practices, so a committed change is never left
+unpublished.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from typing import Any
 
 from balances_pipeline.config import Practice, PracticesFile
+from balances_pipeline.pipeline.collections import refresh_collection_targets
 from balances_pipeline.pipeline.errors import NothingToPublish
 from balances_pipeline.pipeline.history import record_history
 from balances_pipeline.pipeline.outcomes import SyncOutcome
@@ -22,11 +32,12 @@ from balances_pipeline.storage import duck, override_store, sync_runs
 from balances_pipeline.storage.analyst import ensure_analyst_warehouse
 from balances_pipeline.storage.layout import Layout
 from balances_pipeline.storage.override_store import OverrideEvent
-from balances_pipeline.storage.publish import StateChanges, practice_lock, publish
+from balances_pipeline.storage.publish import StateChanges, practice_lock, publish, reconcile
 from balances_pipeline.storage.snapshots import SnapshotStore, copy_to_parquet
 from balances_pipeline.storage.working_db import WorkingDatabase
 
 RECOMPUTED_RELATIONS = ("outstanding_balances", "aging_summary")
+log = logging.getLogger(__name__)
 
 
 def transform_params(
@@ -50,6 +61,9 @@ def recompute_practice(
     events = events or []
     store = SnapshotStore(layout)
     with practice_lock(layout, practice.id):
+        # A publish killed between its commit and its symlink swap: carry over from the
+        # snapshot the working database says is published, not from the stale link.
+        reconcile(layout, working_db, practice.id)
         current = store.current_dir(practice.id)
         if current is None or not (current / "account_balances.parquet").exists():
             raise NothingToPublish(
@@ -98,16 +112,73 @@ def recompute_practice(
     return outcome
 
 
+def republish_practice(
+    practice: Practice, practices: PracticesFile, layout: Layout, *, recompute: bool = True
+) -> str | None:
+    """Publish the practice's committed staff changes, then delete its `pending_republishes`
+    row: outstanding_balances and aging_summary recomputed with the active overrides (and
+    every state relation exported: override_events, account_blocks), then the collection
+    targets re-evaluated (`recompute=False`: only those, after a block). Returns why the
+    targets could not be re-evaluated, if they could not."""
+    with practice_lock(layout, practice.id):
+        if recompute:
+            recompute_practice(practice, layout)
+        warning = refresh_collection_targets(practice, practices, layout)
+        if warning and not recompute:
+            # The targets' publish would have exported the state (account_blocks): do it.
+            recompute_practice(practice, layout)
+        with WorkingDatabase(layout).transaction() as con:
+            override_store.clear_pending(con, practice.id)
+    if warning:
+        log.warning("practice %s: %s", practice.id, warning)
+    return warning
+
+
+def complete_pending_republishes(
+    layout: Layout, practices: PracticesFile, practice_ids: Iterable[str] | None = None
+) -> list[str]:
+    """Republish the practices (of `practice_ids`; None: all) whose committed staff changes
+    a killed command left unpublished. Returns the practices republished."""
+    if not layout.working_db_path.exists():
+        return []  # nothing was ever committed
+    working_db = WorkingDatabase(layout)
+    with working_db.connect() as con:
+        pending = override_store.pending_practices(con)
+    wanted = None if practice_ids is None else set(practice_ids)
+    done = []
+    for practice_id in pending:
+        if (wanted is not None and practice_id not in wanted) or practice_id not in practices.ids:
+            continue  # not asked for, or no longer in the practices file
+        with practice_lock(layout, practice_id):
+            with working_db.connect() as con:
+                if practice_id not in override_store.pending_practices(con):
+                    continue  # another process completed it meanwhile
+            log.warning("practice %s: republishing staff changes an interrupted command "
+                        "committed", practice_id)
+            try:
+                republish_practice(practices.practice(practice_id), practices, layout)
+            except NothingToPublish:
+                # Nothing synced to publish them with: the practice's next sync does.
+                with working_db.transaction() as con:
+                    override_store.clear_pending(con, practice_id)
+                continue
+        done.append(practice_id)
+    return done
+
+
 def rebuild_published(layout: Layout, practices: PracticesFile) -> list[str]:
-    """Rebuild warehouse.duckdb and republish every synced practice from the working state.
+    """Rebuild warehouse.duckdb and republish every synced practice from the working state
+    (first completing any staff change an interrupted command left unpublished).
 
     Override events, sync history and balances are read, never rewritten.
     """
     ensure_analyst_warehouse(layout, force=True)
+    completed = complete_pending_republishes(layout, practices)
     rebuilt = []
     for practice in practices.practices:
         current = SnapshotStore(layout).current_dir(practice.id)
         if current is not None and (current / "account_balances.parquet").exists():
-            recompute_practice(practice, layout)
+            if practice.id not in completed:
+                recompute_practice(practice, layout)
             rebuilt.append(practice.id)
     return rebuilt

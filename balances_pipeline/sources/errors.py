@@ -33,6 +33,13 @@ class MalformedResponseError(SourceError):
     """
 
 
+class ResponseTooLargeError(SourceError):
+    """A body larger than `max_response_bytes` (on the wire or decompressed).
+
+    Not transient: asking again gets the same body. The limit bounds a sync's memory."""
+
+
 class TransientSourceError(SourceError):
-    """Retries exhausted on throttling, server errors, timeouts or bodies cut short: a
-    later attempt of the whole extraction may succeed."""
+    """Retries exhausted on throttling, server errors, timeouts, bodies cut short or
+    attempts past `request_deadline_seconds`: a later attempt of the whole extraction may
+    succeed."""

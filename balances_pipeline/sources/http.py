@@ -1,31 +1,57 @@
-"""HTTP plumbing shared by connectors: a `requests` session with bounded, counted retries.
+"""HTTP plumbing shared by connectors: a `requests` session with bounded, counted retries,
+a deadline on every attempt and a limit on every body.
 
 Every retry happens inside urllib3, under one `Retry` with one backoff formula and one
 budget per request: throttling and 5xx (`status`), refused or timed-out connections
 (`connect`), and everything that can go wrong while the answer arrives (`read`): a reset
-or a read timeout before or *during* the body, and a body cut short of its framing
-(Content-Length, or chunked encoding without its last chunk). For that last part the
-session's connection pools read each body in full inside urllib3's retry loop
-(`preload_content`), where a short body is a `ProtocolError` like any other broken read;
-requests then gets the body from memory. Connectors read pages of JSON, which requests
-would hold in memory whole anyway.
+or a read timeout before or *during* the body, a body cut short of its framing
+(Content-Length, or chunked encoding without its last chunk), and an attempt still not
+complete at its deadline. For that last part the session's connection pools read each body
+in full inside urllib3's retry loop (`_BodyReadingPool`), where a short body is a
+`ProtocolError` like any other broken read; requests then gets the body from memory.
+
+Limits (`RequestLimits`, per request, the session's own as defaults):
+
+- **Deadline.** `timeout_seconds` bounds one socket read, so a server sending a byte now
+  and then could keep a request alive for ever. Each attempt, from connecting to the
+  body's last byte, gets `deadline_seconds` of wall clock (a TLS handshake: see
+  `_Deadline`): a watchdog shuts the attempt's socket down when it passes, whichever read
+  it is blocked in, and the attempt fails with
+  `DeadlineExceeded`, a read error to urllib3: retried within the same budget, counted like
+  any retry. A request so lasts at most `(max_retries + 1) * deadline_seconds` plus the
+  backoff between attempts.
+- **Body size.** Bodies are read in chunks of `READ_CHUNK_BYTES`, never more than
+  `max_body_bytes` of them (a larger Content-Length fails before reading): `BodyTooLarge`,
+  which urllib3 does not retry (it is the server's answer; asking again gets the same) and
+  requests does not wrap. `read_content` applies the same limit to the decompressed body.
 
 What a complete body says is not this layer's business: a connector decides what to do
 with one it cannot use (see `opendental/client.py`). A `Retry` subclass reports every
 retry it grants to a `RequestStats`, so the counts in sync metadata are what actually went
 over the wire rather than an estimate.
+
+TLS: the session's `verify` is sent with every request explicitly. requests merges
+environment settings into each request, and with `REQUESTS_CA_BUNDLE` or `CURL_CA_BUNDLE`
+set that bundle replaced a session-level `verify=False`. Passed explicitly, `False` stays
+`False`; `True` still lets those variables name the CA bundle to verify against (a
+private CA). Proxies from the environment apply as before.
 """
 
 from __future__ import annotations
 
 import functools
 import io
+import socket
+import threading
+import time
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3 import HTTPConnectionPool, HTTPResponse, PoolManager
+from urllib3.exceptions import ReadTimeoutError
 from urllib3.util.retry import Retry
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -34,6 +60,11 @@ DEFAULT_BACKOFF_JITTER = 0.5
 DEFAULT_BACKOFF_MAX = 30.0
 DEFAULT_RETRY_AFTER_MAX = 60.0
 DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_REQUEST_DEADLINE = 120.0
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+READ_CHUNK_BYTES = 64 * 1024  # one read from the wire
+DECODE_CHUNK_BYTES = 16 * 1024  # one decompressed piece (older urllib3: of compressed input)
+_DEADLINE_POLL_SECONDS = 0.05
 
 
 @dataclass(slots=True)
@@ -92,18 +123,141 @@ class CountingRetry(Retry):
         return retry
 
 
+# -- limits -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLimits:
+    """What one request may take: each attempt's wall-clock deadline, and the largest body."""
+
+    deadline_seconds: float = DEFAULT_REQUEST_DEADLINE
+    max_body_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+
+
+DEFAULT_LIMITS = RequestLimits()
+# The limits of the request being sent, from `CountingSession.request` down to the pool
+# (requests passes nothing of its own through `HTTPAdapter.send`).
+_LIMITS: ContextVar[RequestLimits] = ContextVar("request_limits", default=DEFAULT_LIMITS)
+
+
+class DeadlineExceeded(ReadTimeoutError):
+    """An attempt not complete within its deadline: a read error to urllib3's `Retry`."""
+
+    def __init__(self, pool: Any, url: str, seconds: float) -> None:
+        super().__init__(pool, url, f"response not complete after {seconds:g} s")
+        self.seconds = seconds
+
+    def __reduce__(self) -> Any:
+        return self.__class__, (None, self.url, self.seconds)
+
+
+class BodyTooLarge(Exception):  # noqa: N818 - a signal between layers, as urllib3's are
+    """A body beyond `max_body_bytes`. Neither an `OSError` nor an urllib3 error, on
+    purpose: urllib3 does not retry it, and requests lets it through unchanged."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"response larger than {limit} bytes")
+        self.limit = limit
+
+
+class _Deadline:
+    """Ends one attempt at its deadline, whichever read it is blocked in.
+
+    A watchdog thread waits out the deadline, then shuts the connection's socket down, so
+    the blocked read fails or ends at once: the socket the headers come on (`sock`), or the
+    one the response kept when http.client let go of it (`held_sock`). While there is no
+    socket to shut down yet it looks again every 50 ms: the TCP connect is bounded by the
+    connect timeout, but a TLS handshake only by the read timeout of each of its reads (its
+    socket is out of reach until it completes; the deadline cuts right after).
+    `finish` stops it and says whether it fired; the lock makes sure it never touches the
+    socket after that.
+    """
+
+    def __init__(self, conn: Any, seconds: float) -> None:
+        self.seconds = seconds
+        self._conn = conn
+        self._at = time.monotonic() + seconds
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._finished = False
+        self._fired = False
+        threading.Thread(target=self._watch, name="http-deadline", daemon=True).start()
+
+    def _watch(self) -> None:
+        if self._done.wait(self.seconds):
+            return
+        while True:
+            with self._lock:
+                if self._finished:
+                    return
+                self._fired = True
+                sock = getattr(self._conn, "sock", None) or getattr(self._conn, "held_sock", None)
+                if sock is not None:
+                    try:
+                        # The socket's own shutdown: an SSLSocket's would drop its TLS state.
+                        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                        return
+                    except OSError:
+                        pass  # not connected yet, or handed over to TLS: look again
+            if self._done.wait(_DEADLINE_POLL_SECONDS):
+                return
+
+    def passed(self) -> bool:
+        return self._fired or time.monotonic() >= self._at
+
+    def finish(self) -> bool:
+        """Stop watching; whether the deadline cut the attempt."""
+        with self._lock:
+            self._finished = True
+            self._done.set()
+            return self._fired
+
+
+def _read_body(
+    response: HTTPResponse, limits: RequestLimits, deadline: _Deadline, pool: Any, url: str
+) -> io.BytesIO:
+    """The raw (still encoded) body, read in chunks: never more than the limit is held."""
+    limit = limits.max_body_bytes
+    declared = response.length_remaining  # Content-Length, when there is one
+    if declared is not None and declared > limit:
+        raise BodyTooLarge(limit)
+    body = io.BytesIO()
+    size = 0
+    while chunk := response.read(READ_CHUNK_BYTES, decode_content=False):
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(limit)
+        body.write(chunk)
+        if deadline.passed():
+            raise DeadlineExceeded(pool, url, deadline.seconds)
+    body.seek(0)
+    return body
+
+
+def read_content(response: requests.Response, max_bytes: int) -> bytes:
+    """The body as requests decodes it (gzip, deflate, ...), refusing more than `max_bytes`
+    of it with `BodyTooLarge`: the pools limit what crosses the wire, this what it expands
+    to. Read with `stream=True`; requests' own `content` has no limit."""
+    pieces: list[bytes] = []
+    size = 0
+    for piece in response.iter_content(DECODE_CHUNK_BYTES):
+        size += len(piece)
+        if size > max_bytes:
+            raise BodyTooLarge(max_bytes)
+        pieces.append(piece)
+    return b"".join(pieces)
+
+
 # -- bodies read inside urllib3's retry loop ------------------------------------------------
 
 
 class _BufferedResponse(HTTPResponse):
-    """A response whose body urllib3 has already read in full, served again from memory."""
+    """A response whose body has already been read in full, served again from memory."""
 
 
-def _buffered(response: HTTPResponse, method: str) -> HTTPResponse:
-    if isinstance(response, _BufferedResponse):  # from a nested (retrying) urlopen
-        return response
+def _buffered(response: HTTPResponse, body: io.BytesIO, method: str) -> HTTPResponse:
     return _BufferedResponse(
-        body=io.BytesIO(response.data or b""),
+        body=body,
         headers=response.headers,
         status=response.status,
         version=response.version,
@@ -119,24 +273,81 @@ def _buffered(response: HTTPResponse, method: str) -> HTTPResponse:
 
 
 class _BodyReadingPool(HTTPConnectionPool):
-    """Reads each response body during `urlopen`, so urllib3's `Retry` covers it.
+    """Reads each response body during `urlopen`, so urllib3's `Retry` covers it, within
+    the request's limits (`_LIMITS`).
 
     requests asks for `preload_content=False` (it reads bodies itself, after urllib3's
-    retries are over); here the body is read in `urlopen`, whose own retry loop sees a
-    short or broken body as a read error. urllib3 retries by calling `urlopen` again with
-    the same arguments, so every attempt reads its body the same way.
+    retries are over). Here `urlopen` is told the body is preloaded (so the connection goes
+    back to the pool once it is read), and `_make_request`, which urllib3 calls for every
+    attempt inside its retry loop, reads it in chunks, under the attempt's deadline and the
+    body limit. A short or broken body is a read error there, like the deadline; urllib3
+    retries by calling `urlopen` again with the same arguments.
     """
 
     def urlopen(self, method: str, url: str, *args: Any, **kwargs: Any) -> HTTPResponse:
         kwargs["preload_content"] = True
-        return _buffered(super().urlopen(method, url, *args, **kwargs), method)
+        return super().urlopen(method, url, *args, **kwargs)
+
+    def _make_request(self, conn: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        limits = _LIMITS.get()
+        kwargs["preload_content"] = False
+        deadline = _Deadline(conn, limits.deadline_seconds)
+        response = None
+        try:
+            response = super()._make_request(conn, method, url, *args, **kwargs)
+            body = _read_body(response, limits, deadline, self, url)
+        except Exception as error:
+            cut = deadline.finish()
+            if response is not None:
+                response.close()
+            if cut and not isinstance(error, BodyTooLarge | DeadlineExceeded):
+                # Whatever the cut looked like from inside the read (a reset, a short body).
+                raise DeadlineExceeded(self, url, limits.deadline_seconds) from error
+            raise
+        if deadline.finish():
+            # The cut can look like the end of a body without framing: never take it so.
+            response.close()
+            raise DeadlineExceeded(self, url, limits.deadline_seconds)
+        return _buffered(response, body, method)
+
+
+class _SocketHoldingConnection:
+    """A connection that remembers the socket its response is read from.
+
+    http.client drops `sock` from a connection whose answer will close it (`Connection:
+    close`, or no framing), handing the socket over to the response; `held_sock` keeps it
+    within reach of the attempt's deadline. Mixed into the pool's own connection class.
+    """
+
+    held_sock: socket.socket | None = None
+
+    def connect(self, *args: Any, **kwargs: Any) -> Any:
+        self.held_sock = None
+        return super().connect(*args, **kwargs)  # type: ignore[misc]
+
+    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+        self.held_sock = self.sock  # type: ignore[attr-defined]
+        return super().getresponse(*args, **kwargs)  # type: ignore[misc]
+
+
+@functools.cache
+def _socket_holding(connection_class: type) -> type:
+    if issubclass(connection_class, _SocketHoldingConnection):
+        return connection_class
+    name = f"SocketHolding{connection_class.__name__}"
+    return type(name, (_SocketHoldingConnection, connection_class), {})
 
 
 @functools.cache
 def _body_reading(pool_class: type[HTTPConnectionPool]) -> type[HTTPConnectionPool]:
     if issubclass(pool_class, _BodyReadingPool):
         return pool_class
-    return type(f"BodyReading{pool_class.__name__}", (_BodyReadingPool, pool_class), {})
+    connection_class = _socket_holding(pool_class.ConnectionCls)
+    return type(
+        f"BodyReading{pool_class.__name__}",
+        (_BodyReadingPool, pool_class),
+        {"ConnectionCls": connection_class},
+    )
 
 
 def _read_bodies_in_retries(manager: PoolManager) -> PoolManager:
@@ -162,16 +373,34 @@ class BodyReadingAdapter(HTTPAdapter):
 
 
 class CountingSession(requests.Session):
-    """A `requests.Session` that knows its `RequestStats` and default timeouts."""
+    """A `requests.Session` that knows its `RequestStats`, default timeouts and limits.
+
+    `request` (and so `get`) takes `limits=RequestLimits(...)` for one request; without it
+    the session's own apply. `verify` is always passed on explicitly (see the module doc).
+    """
 
     stats: RequestStats
     timeout: tuple[float, float]
+    limits: RequestLimits
 
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
+    def request(
+        self,
+        method: str | bytes,
+        url: str | bytes,
+        *args: Any,
+        limits: RequestLimits | None = None,
+        **kwargs: Any,
+    ) -> Any:
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = self.timeout
+        if kwargs.get("verify") is None:
+            kwargs["verify"] = self.verify
         self.stats.record_request()
-        return super().request(method, url, *args, **kwargs)
+        token = _LIMITS.set(limits or self.limits)
+        try:
+            return super().request(method, url, *args, **kwargs)
+        finally:
+            _LIMITS.reset(token)
 
 
 def build_retry(
@@ -221,17 +450,20 @@ def build_session(
     backoff_jitter: float | None = None,
     backoff_max: float = DEFAULT_BACKOFF_MAX,
     retry_after_max: float = DEFAULT_RETRY_AFTER_MAX,
+    request_deadline_seconds: float = DEFAULT_REQUEST_DEADLINE,
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     stats: RequestStats | None = None,
 ) -> CountingSession:
-    """A session retrying GETs on 429/5xx, resets, timeouts and cut-short bodies; 401/403
-    are never retried.
+    """A session retrying GETs on 429/5xx, resets, timeouts, cut-short bodies and attempts
+    past their deadline; 401/403 and too-large bodies are never retried.
 
-    Every request gets a (connect, read) timeout unless the caller passes its own.
-    `session.stats` counts attempts and retries exactly.
+    Every request gets a (connect, read) timeout and `RequestLimits` unless the caller
+    passes its own. `session.stats` counts attempts and retries exactly.
     """
     session = CountingSession()
     session.stats = stats if stats is not None else RequestStats()
     session.timeout = (min(connect_timeout_seconds, timeout_seconds), timeout_seconds)
+    session.limits = RequestLimits(request_deadline_seconds, max_response_bytes)
     session.verify = verify_tls
     retry = build_retry(
         max_retries=max_retries,

@@ -6,8 +6,11 @@ show exactly what analysts and collection rules see.
 
 from __future__ import annotations
 
+import unicodedata
 from decimal import Decimal
 
+from balances_pipeline.config import PracticesFile
+from balances_pipeline.staff.overrides import FORBIDDEN_CATEGORIES
 from balances_pipeline.storage.layout import Layout
 from balances_pipeline.storage.reader import read_published
 
@@ -19,6 +22,12 @@ BUCKET_LABELS = [
 
 class DetailError(ValueError):
     pass
+
+
+def known_practice(practices: PracticesFile | None, practice_id: str | None) -> None:
+    """A practice the practices file names (None: every practice)."""
+    if practices is not None and practice_id is not None and practice_id not in practices.ids:
+        raise DetailError(f"unknown practice {practice_id!r}")
 
 
 def _query(layout: Layout, sql: str, params: list) -> list[dict]:
@@ -35,7 +44,20 @@ def _or_dash(value: object) -> str:
     return "-" if value is None else str(value)
 
 
-def account_detail(layout: Layout, practice_id: str, account_id: str) -> list[str]:
+def _shown(text: str | None) -> str:
+    """Staff text as printed: a control or format character recorded before they were
+    refused (U+202E, U+009B, ...) is shown escaped, never sent to the terminal."""
+    return "".join(
+        f"\\u{ord(ch):04x}" if unicodedata.category(ch) in FORBIDDEN_CATEGORIES
+        else ch
+        for ch in text or ""
+    )
+
+
+def account_detail(
+    layout: Layout, practice_id: str, account_id: str, practices: PracticesFile | None = None
+) -> list[str]:
+    known_practice(practices, practice_id)
     rows = _query(
         layout,
         "SELECT * FROM outstanding_balances WHERE practice_id = ? AND account_id = ?",
@@ -73,8 +95,8 @@ def account_detail(layout: Layout, practice_id: str, account_id: str) -> list[st
         o = active[0]
         lines.append(
             f"  active override {o['override_id']}: patient {_money(o['patient_portion'])}, "
-            f"insurance {_money(o['insurance_portion'])} by {o['actor']} at "
-            f"{o['created_at']:%Y-%m-%d %H:%M} ({o['reason']})"
+            f"insurance {_money(o['insurance_portion'])} by {_shown(o['actor'])} at "
+            f"{o['created_at']:%Y-%m-%d %H:%M} ({_shown(o['reason'])})"
         )
     else:
         lines.append("  no active override")
@@ -88,7 +110,7 @@ def account_detail(layout: Layout, practice_id: str, account_id: str) -> list[st
         lines += [
             f"    {e['created_at']:%Y-%m-%d %H:%M} {e['event']:<10} {e['override_id']}"
             f" patient {_money(e['patient_portion'])} insurance {_money(e['insurance_portion'])}"
-            f" by {e['actor']}" + (f" (sync {e['sync_id']})" if e["sync_id"] else "")
+            f" by {_shown(e['actor'])}" + (f" (sync {e['sync_id']})" if e["sync_id"] else "")
             for e in history
         ]
     blocks = _query(
@@ -99,8 +121,8 @@ def account_detail(layout: Layout, practice_id: str, account_id: str) -> list[st
     if blocks:
         latest = blocks[-1]
         state = "BLOCKED from collection rules" if latest["blocked"] else "not blocked"
-        lines.append(f"  {state} (by {latest['actor']} at {latest['created_at']:%Y-%m-%d %H:%M}:"
-                     f" {latest['reason']})")
+        lines.append(f"  {state} (by {_shown(latest['actor'])} at "
+                     f"{latest['created_at']:%Y-%m-%d %H:%M}: {_shown(latest['reason'])})")
     decisions = _query(
         layout,
         "SELECT 'targeted' AS kind, rule_id, action AS what, reason AS why, as_of_date"
@@ -118,7 +140,11 @@ def account_detail(layout: Layout, practice_id: str, account_id: str) -> list[st
     return lines
 
 
-def override_list(layout: Layout, practice_id: str | None, include_history: bool) -> list[str]:
+def override_list(
+    layout: Layout, practice_id: str | None, include_history: bool,
+    practices: PracticesFile | None = None,
+) -> list[str]:
+    known_practice(practices, practice_id)
     relation = "override_events" if include_history else "active_overrides"
     where = "WHERE practice_id = ?" if practice_id else ""
     rows = _query(
@@ -130,8 +156,8 @@ def override_list(layout: Layout, practice_id: str | None, include_history: bool
     return [header] + [
         "\t".join([
             r["practice_id"], r["account_id"], r["event"], r["override_id"],
-            _money(r["patient_portion"]), _money(r["insurance_portion"]), r["actor"] or "",
-            f"{r['created_at']:%Y-%m-%d %H:%M:%S}", r["reason"] or "",
+            _money(r["patient_portion"]), _money(r["insurance_portion"]), _shown(r["actor"]),
+            f"{r['created_at']:%Y-%m-%d %H:%M:%S}", _shown(r["reason"]),
         ])
         for r in rows
     ]

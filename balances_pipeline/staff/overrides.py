@@ -1,25 +1,35 @@
 """Staff corrections: set, clear and import manual overrides, validated, then propagated.
 
 Every entry point (the `balances override` commands, the Dagster launchpad job) goes
-through here. Input is validated completely before anything is written; the events and
-the recomputed outstanding_balances / aging_summary are published in one step, under the
-practice's publish lock, so an override entered while a sync runs is neither lost nor
-applied twice. Each result says what was republished (`Republished`): the CLI and the
-launchpad job report that to Dagster; nothing here knows Dagster.
+through here. Input is validated completely before anything is written. Then, under the
+publish lock of every practice touched, the events of all of them are committed in ONE
+working-database transaction, together with a `pending_republishes` row per practice, and
+each practice is republished (outstanding_balances, aging_summary, collection targets),
+which deletes its row. So a change is all or nothing across practices even when the
+process is killed: a kill before the commit leaves nothing, a kill after it leaves rows
+that the next command of those practices completes first (`complete_pending_republishes`).
+An override entered while a sync runs is neither lost nor applied twice. Each result says
+what was republished (`Republished`): the CLI and the launchpad job report that to
+Dagster; nothing here knows Dagster.
+
+Input rules: amounts are ASCII digits with an optional minus and at most two decimals;
+reasons, actors and accounts are plain text (no control, format, bidirectional or
+line/paragraph-separator characters); an import file is UTF-8 (a BOM is accepted) CSV
+whose every quoted field is closed.
 """
 
 from __future__ import annotations
 
 import csv
-import logging
+import io
 import re
+import unicodedata
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 
-from balances_pipeline.config import Practice, PracticesFile
-from balances_pipeline.pipeline.collections import refresh_collection_targets
-from balances_pipeline.pipeline.recompute import recompute_practice
+from balances_pipeline.config import PracticesFile
+from balances_pipeline.pipeline.recompute import complete_pending_republishes, republish_practice
 from balances_pipeline.storage import duck, override_store
 from balances_pipeline.storage.layout import Layout
 from balances_pipeline.storage.override_store import OverrideEvent
@@ -27,10 +37,14 @@ from balances_pipeline.storage.publish import practice_lock
 from balances_pipeline.storage.snapshots import SnapshotStore
 from balances_pipeline.storage.working_db import WorkingDatabase
 
-MONEY_PATTERN = re.compile(r"-?\d{1,9}(\.\d{1,2})?")
+# ASCII digits only: `\d` (and Decimal) would take '١٢٣' or '１２３' as 123.
+MONEY_PATTERN = re.compile(r"-?[0-9]{1,9}(\.[0-9]{1,2})?")
+# Unicode categories a reason, actor or account may not contain: controls (C0, DEL, C1
+# such as U+009B CSI), format characters (bidirectional overrides such as U+202E,
+# zero-width characters), surrogates, and line and paragraph separators (U+2028, U+2029).
+FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 MAX_REASON = 500
 MAX_ACTOR = 200
-log = logging.getLogger(__name__)
 IMPORT_COLUMNS = ["practice_id", "account_id", "patient_portion", "insurance_portion", "reason"]
 # What an override change republishes (the sync assets of the same names), and what it
 # republishes too when the practice's collection rules could be re-evaluated.
@@ -96,13 +110,17 @@ def parse_amount(text: str | None, field: str) -> Decimal | None:
 
 
 def required_text(value: str | None, field: str, limit: int) -> str:
-    text = (value or "").strip()
+    raw = value or ""
+    for ch in raw:
+        if unicodedata.category(ch) in FORBIDDEN_CATEGORIES:
+            raise OverrideError(
+                f"{field} contains a control or formatting character (U+{ord(ch):04X})"
+            )
+    text = raw.strip()
     if not text:
         raise OverrideError(f"{field} is required")
     if len(text) > limit:
         raise OverrideError(f"{field} is longer than {limit} characters")
-    if any(ord(ch) < 32 for ch in text):
-        raise OverrideError(f"{field} contains control characters")
     return text
 
 
@@ -170,20 +188,25 @@ def set_overrides(
     *,
     where: list[str] | None = None,
 ) -> list[OverrideResult]:
-    """Record the overrides (all or nothing) and republish each practice they touch.
+    """Record the overrides (all or nothing, across practices) and republish each practice
+    they touch.
 
     `where` names each request for error messages (e.g. "row 3"); validation of every
-    request happens before any practice is written.
+    request happens before anything is written. The events of every practice are
+    committed in one transaction, then each practice is republished.
     """
     where = where or [""] * len(requests)
-    working_db = WorkingDatabase(layout)
     by_practice: dict[str, list[int]] = {}
     for index, request in enumerate(requests):
         by_practice.setdefault(request.practice_id, []).append(index)
-    locks = [practice_lock(layout, practice_id) for practice_id in sorted(by_practice)]
+    touched = sorted(by_practice)
+    locks = [practice_lock(layout, practice_id) for practice_id in touched]
     for lock in locks:
         lock.acquire()
     try:
+        # An earlier command killed before its republish: publish that first, so the
+        # accounts' open overrides below are the published ones.
+        complete_pending_republishes(layout, practices, touched)
         planned: dict[str, list[OverrideEvent]] = {}
         results: list[OverrideResult] = []
         seen: set[tuple[str, str]] = set()
@@ -202,7 +225,7 @@ def set_overrides(
                         f"{prefix}unknown account {request.account_id!r} in practice "
                         f"{practice_id} (not in its latest sync)"
                     )
-                with working_db.connect() as con:
+                with WorkingDatabase(layout).connect() as con:
                     open_ids = override_store.open_override_ids(
                         con, practice_id, request.account_id
                     )
@@ -212,17 +235,30 @@ def set_overrides(
                     practice_id, request.account_id, override_id, [e.event for e in events],
                     ended_ids=tuple(old_id for old_id, _ in open_ids),
                 ))
-        done: dict[str, Republished] = {}
-        for practice_id, events in planned.items():
-            practice = practices.practice(practice_id)
-            recompute_practice(practice, layout, events=events)
-            done[practice_id] = republished(
-                practice_id, OVERRIDE_REPUBLISHES, _refresh_targets(practice, practices, layout)
-            )
+        done = _commit_and_republish(layout, practices, planned)
         return [replace(result, republished=done[result.practice_id]) for result in results]
     finally:
         for lock in reversed(locks):
             lock.release()
+
+
+def _commit_and_republish(
+    layout: Layout, practices: PracticesFile, planned: dict[str, list[OverrideEvent]]
+) -> dict[str, Republished]:
+    """Commit every practice's events in one transaction, with the practices marked as
+    pending republishing; then republish each (which clears its mark). Call holding the
+    practices' publish locks."""
+    with WorkingDatabase(layout).transaction() as con:
+        for events in planned.values():
+            override_store.append_events(con, events)
+        override_store.mark_pending(con, sorted(planned), override_store.now())
+    return {
+        practice_id: republished(
+            practice_id, OVERRIDE_REPUBLISHES,
+            republish_practice(practices.practice(practice_id), practices, layout),
+        )
+        for practice_id in sorted(planned)
+    }
 
 
 def staff_change(
@@ -246,9 +282,9 @@ def clear_override(
     account, reason_text, actor_text = staff_change(
         practices, practice_id, account_id, reason, actor
     )
-    working_db = WorkingDatabase(layout)
     with practice_lock(layout, practice_id):
-        with working_db.connect() as con:
+        complete_pending_republishes(layout, practices, [practice_id])
+        with WorkingDatabase(layout).connect() as con:
             open_ids = override_store.open_override_ids(con, practice_id, account)
         if not open_ids:
             raise OverrideError(f"account {account} of practice {practice_id} has no override")
@@ -262,49 +298,68 @@ def clear_override(
             )
             for override_id, _ in open_ids
         ]
-        practice = practices.practice(practice_id)
-        recompute_practice(practice, layout, events=events)
-        warning = _refresh_targets(practice, practices, layout)
+        done = _commit_and_republish(layout, practices, {practice_id: events})
     return OverrideResult(
         practice_id, account, None, ["cleared"] * len(events),
         ended_ids=tuple(override_id for override_id, _ in open_ids),
-        republished=republished(practice_id, OVERRIDE_REPUBLISHES, warning),
+        republished=done[practice_id],
     )
-
-
-def _refresh_targets(practice: Practice, practices: PracticesFile, layout: Layout) -> str | None:
-    """Re-evaluate the practice's collection targets; the warning when they could not be."""
-    warning = refresh_collection_targets(practice, practices, layout)
-    if warning:
-        log.warning("practice %s: %s", practice.id, warning)
-    return warning
 
 
 def read_import_file(path: Path, practices: PracticesFile, actor: str | None) -> tuple[
     list[OverrideRequest], list[str]
 ]:
-    """Parse and validate a CSV of overrides; the first bad row rejects the whole file."""
+    """Parse and validate a CSV of overrides; the first bad row rejects the whole file.
+
+    UTF-8, with or without the BOM Excel's "CSV UTF-8" writes; RFC 4180 quoting, strictly
+    (a quoted field left open is an error, not a field running to the end of the file).
+    """
     try:
-        handle = path.open(newline="", encoding="utf-8")
+        data = path.read_bytes()
     except OSError as error:
         raise OverrideError(f"{path}: cannot read ({error.strerror})") from None
-    with handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None or [f.strip() for f in reader.fieldnames] != IMPORT_COLUMNS:
-            raise OverrideError(f"{path}: the header must be {','.join(IMPORT_COLUMNS)}")
-        requests, where = [], []
-        for row in reader:
-            line = f"{path.name} row {reader.line_num}"
-            if None in row or any(value is None for value in row.values()):
-                raise OverrideError(f"{line}: expected {len(IMPORT_COLUMNS)} columns")
-            try:
-                requests.append(build_request(
-                    practices, row["practice_id"].strip(), row["account_id"],
-                    row["patient_portion"], row["insurance_portion"], row["reason"], actor,
-                ))
-            except OverrideError as error:
-                raise OverrideError(f"{line}: {error}") from None
-            where.append(line)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b"\n") + 1
+        raise OverrideError(
+            f"{path}: line {line} is not UTF-8 (byte 0x{data[error.start]:02x}); save the file"
+            " as CSV UTF-8"
+        ) from None
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    requests: list[OverrideRequest] = []
+    where: list[str] = []
+    header: list[str] | None = None
+    while True:
+        line = f"{path.name} row {reader.line_num + 1}"  # where the record starts
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as error:
+            problem = ("a quoted field is not closed (a '\"' without its closing quote)"
+                       if str(error) == "unexpected end of data" else f"not valid CSV ({error})")
+            raise OverrideError(f"{line}: {problem}") from None
+        if header is None:
+            header = [name.strip() for name in row]
+            if header != IMPORT_COLUMNS:
+                raise OverrideError(f"{path}: the header must be {','.join(IMPORT_COLUMNS)}")
+            continue
+        if not row:
+            continue  # a blank line
+        if len(row) != len(IMPORT_COLUMNS):
+            raise OverrideError(f"{line}: expected {len(IMPORT_COLUMNS)} columns")
+        values = dict(zip(IMPORT_COLUMNS, row, strict=True))
+        try:
+            requests.append(build_request(
+                practices, values["practice_id"].strip(), values["account_id"],
+                values["patient_portion"], values["insurance_portion"], values["reason"], actor,
+            ))
+        except OverrideError as error:
+            raise OverrideError(f"{line}: {error}") from None
+        where.append(line)
+    if header is None:
+        raise OverrideError(f"{path}: the header must be {','.join(IMPORT_COLUMNS)}")
     if not requests:
         raise OverrideError(f"{path}: no rows")
     return requests, where

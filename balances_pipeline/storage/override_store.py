@@ -100,3 +100,30 @@ def open_conflict_count(con: duckdb.DuckDBPyConnection, practice_id: str) -> int
         " WHERE practice_id = ?",
         [practice_id],
     ).fetchall()[0][0]
+
+
+# --- Staff changes committed but not yet republished (`pending_republishes`) ---
+
+
+def mark_pending(
+    con: duckdb.DuckDBPyConnection, practice_ids: list[str], at: datetime
+) -> None:
+    """Record, inside the transaction that commits a staff change, that these practices
+    must be republished. Their republish (`pipeline/recompute.republish_practice`) deletes
+    the row; a row left by a killed command is completed by the practice's next publish."""
+    for practice_id in practice_ids:
+        con.execute(
+            "INSERT OR REPLACE INTO pending_republishes (practice_id, marked_at) VALUES (?, ?)",
+            [practice_id, at],
+        )
+
+
+def pending_practices(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The practices whose committed staff changes are not republished yet, oldest first."""
+    return [row[0] for row in con.execute(
+        "SELECT practice_id FROM pending_republishes ORDER BY marked_at, practice_id"
+    ).fetchall()]
+
+
+def clear_pending(con: duckdb.DuckDBPyConnection, practice_id: str) -> None:
+    con.execute("DELETE FROM pending_republishes WHERE practice_id = ?", [practice_id])

@@ -173,3 +173,41 @@ def latest_published(con: duckdb.DuckDBPyConnection, practice_id: str) -> Publis
                           requests=row[6], retries=row[7], pages=row[8]),
         fresh_until=row[9],
     )
+
+
+# -- accepted drops: a person's confirmation that a practice's next sync may drop accounts --
+
+
+@dataclass(frozen=True)
+class DropAcceptance:
+    """A row of `drop_acceptances` (pipeline/collapse_guard.py)."""
+
+    acceptance_id: str
+    practice_id: str
+    reason: str
+    actor: str
+    accepted_at: datetime
+
+
+def record_drop_acceptance(con: duckdb.DuckDBPyConnection, acceptance: DropAcceptance) -> None:
+    con.execute(
+        "INSERT INTO drop_acceptances (acceptance_id, practice_id, reason, actor, accepted_at)"
+        " VALUES (?, ?, ?, ?, ?)",
+        [acceptance.acceptance_id, acceptance.practice_id, acceptance.reason,
+         acceptance.actor, acceptance.accepted_at],
+    )
+
+
+def use_drop_acceptances(
+    con: duckdb.DuckDBPyConnection, practice_id: str, *, sync_id: str, used_at: datetime,
+    accounts: int, previous_accounts: int | None,
+) -> list[DropAcceptance]:
+    """Mark the practice's waiting acceptances used by `sync_id` (each is used once),
+    returning them, oldest first."""
+    rows = con.execute(
+        "UPDATE drop_acceptances SET used_by_sync_id = ?, used_at = ?, accounts = ?,"
+        " previous_accounts = ? WHERE practice_id = ? AND used_at IS NULL"
+        " RETURNING acceptance_id, practice_id, reason, actor, accepted_at",
+        [sync_id, used_at, accounts, previous_accounts, practice_id],
+    ).fetchall()
+    return sorted((DropAcceptance(*row) for row in rows), key=lambda a: a.accepted_at)

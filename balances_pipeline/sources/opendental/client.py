@@ -10,6 +10,18 @@ Retries, once per layer:
 - When that budget runs out, `TransientSourceError` goes up to the orchestrator, which may
   run the whole extraction again later (the extract step's Dagster `RetryPolicy`).
 
+Limits, the practice's own (`source.request_deadline_seconds`, `source.max_response_bytes`),
+sent with every request whatever session the client was given:
+
+- An attempt not complete `request_deadline_seconds` after it started (a server dripping
+  its answer a byte at a time stays within every read timeout) is a transient fault,
+  retried within the same budget as a read timeout: a slow answer is a fault on the way
+  (congestion, an overloaded server or proxy), and asking again may well get a prompt one.
+  A request so lasts at most `(max_retries + 1) * request_deadline_seconds` plus backoff.
+- A body larger than `max_response_bytes`, on the wire or decompressed, fails the page with
+  `ResponseTooLargeError`, not transient: asking again gets the same body. It is read in
+  chunks and dropped at the limit, so the limit bounds the memory a page takes.
+
 A *complete* 2xx answer whose body is not a JSON list (an object, an HTML page, JSON with
 a syntax error, a body that will not decompress) fails the page with
 `MalformedResponseError`, which is not transient: nothing is retried. The framing proves
@@ -22,6 +34,10 @@ stays as it was, with the reason in `sync_runs`. The one exception is a body wit
 framing (neither Content-Length nor chunked, delimited by the connection closing): its end
 cannot be checked, so an unusable one may have been cut short and is reported as
 transient.
+
+TLS: the practice's `verify_tls` is sent with every request, so neither the session's
+default nor `REQUESTS_CA_BUNDLE` / `CURL_CA_BUNDLE` can turn it around (those may still name
+the CA bundle that verifies, when `verify_tls` is true).
 
 The `Authorization` value lives only in a redacting auth object: it never reaches a
 message, a log record or a repr.
@@ -51,14 +67,19 @@ from balances_pipeline.sources.credentials import opendental_authorization
 from balances_pipeline.sources.errors import (
     AuthenticationError,
     MalformedResponseError,
+    ResponseTooLargeError,
     SourceError,
     TransientSourceError,
 )
 from balances_pipeline.sources.http import (
     DEFAULT_CONNECT_TIMEOUT,
+    BodyTooLarge,
     CountingSession,
+    DeadlineExceeded,
+    RequestLimits,
     RequestStats,
     build_session,
+    read_content,
 )
 from balances_pipeline.sources.opendental.rows import (
     AGING_ENDPOINT,
@@ -100,6 +121,8 @@ def _describe_failure(exc: requests.RequestException) -> str:
     # requests wraps urllib3's final error (MaxRetryError.reason) in a ConnectionError.
     reason = exc.args[0] if exc.args else None
     reason = getattr(reason, "reason", reason)
+    if isinstance(reason, DeadlineExceeded):
+        return f"response not complete after {reason.seconds:g} s (request_deadline_seconds)"
     # NewConnectionError subclasses ConnectTimeoutError (and requests calls it ConnectTimeout).
     if isinstance(reason, NewConnectionError):
         return "connection refused or host unreachable"
@@ -154,11 +177,17 @@ class OpenDentalClient:
                 max_retries=self.source.max_retries,
                 verify_tls=practice.verify_tls,
                 timeout_seconds=self.source.timeout_seconds,
+                request_deadline_seconds=self.source.request_deadline_seconds,
+                max_response_bytes=self.source.max_response_bytes,
             )
         self._session = session
         self.stats: RequestStats = session.stats
         read_timeout = self.source.timeout_seconds
         self._timeout = (min(DEFAULT_CONNECT_TIMEOUT, read_timeout), read_timeout)
+        self._limits = RequestLimits(
+            deadline_seconds=self.source.request_deadline_seconds,
+            max_body_bytes=self.source.max_response_bytes,
+        )
         # From the first answer's `Date` header: the server's clock, for incremental cursors.
         self.server_clock: datetime | None = None
         if not practice.verify_tls and self.source.base_url.startswith("https:"):
@@ -281,14 +310,26 @@ class OpenDentalClient:
                 auth=self._auth,
                 timeout=self._timeout,
                 allow_redirects=False,
+                verify=self.practice.verify_tls,  # never the environment's (module doc)
+                stream=True,  # the body is decompressed by `read_content`, within the limit
+                limits=self._limits,
             )
+        except BodyTooLarge as exc:
+            raise self._too_large(exc, endpoint, offset) from None
         except requests.RequestException as exc:
             raise self._request_error(exc, endpoint, offset, retries_before) from None
         with response:
             self._check_status(response, endpoint, offset, retries_before)
             if self.server_clock is None:
                 self.server_clock = _server_clock(response)
-            rows = decode_json_list(response.content)
+            try:
+                body = read_content(response, self._limits.max_body_bytes)
+            except BodyTooLarge as exc:
+                raise self._too_large(exc, endpoint, offset) from None
+            except requests.RequestException as exc:
+                raise self._request_error(exc, endpoint, offset, retries_before) from None
+        rows = decode_json_list(body)
+        del body
         if rows is not None:
             return rows
         where = self._where(endpoint, offset)
@@ -298,6 +339,12 @@ class OpenDentalClient:
                 "(it may have been cut short)"
             )
         raise MalformedResponseError(f"{where}: response body is not a JSON list")
+
+    def _too_large(self, exc: BodyTooLarge, endpoint: str, offset: int) -> SourceError:
+        return ResponseTooLargeError(
+            f"{self._where(endpoint, offset)}: response larger than {exc.limit} bytes "
+            "(max_response_bytes)"
+        )
 
     def _request_error(
         self, exc: requests.RequestException, endpoint: str, offset: int, retries_before: int
@@ -310,9 +357,10 @@ class OpenDentalClient:
             return MalformedResponseError(f"{where}: response body could not be decompressed")
         if isinstance(exc, requests.ConnectionError | requests.Timeout):
             retries = self.stats.retries - retries_before
-            return TransientSourceError(
-                f"{where}: {_describe_failure(exc)} after {retries} retries"
-            )
+            failure = _describe_failure(exc)
+            if failure.startswith("response not complete"):  # it has its own "after"
+                return TransientSourceError(f"{where}: {failure}; gave up after {retries} retries")
+            return TransientSourceError(f"{where}: {failure} after {retries} retries")
         return SourceError(f"{where}: {_describe_failure(exc)}")
 
     def _check_status(

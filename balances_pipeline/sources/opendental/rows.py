@@ -1,7 +1,8 @@
 """Validation of Open Dental rows: JSON pages in, `Page`s of typed rows and rejects out.
 
-Field values are read by `values` (money exactly, never through a binary float). Reasons
-name the field and the problem only, never a value, since values include patient names.
+Field values are read by `values` (money exactly, never through a binary float; integers
+within BIGINT). One bad value rejects its row, never its page. Reasons name the field and
+the problem only, never a value, since values include patient names.
 """
 
 from __future__ import annotations
@@ -80,10 +81,10 @@ class _RowReader:
         value = self._get(name)
         if value is None:
             return None
-        number = parse_integer(value)
-        if number is None:
-            self._fail(name, "not an integer")
-        elif number <= 0:
+        number, problem = parse_integer(value)
+        if problem:
+            self._fail(name, problem)
+        elif number is not None and number <= 0:
             self._fail(name, "not a positive id")
             return None
         return number
@@ -111,7 +112,10 @@ class _RowReader:
         value = self._get(name)
         if value is None:
             return None
-        number = parse_integer(value)
+        number, problem = parse_integer(value)
+        if problem == "integer out of range":
+            self._fail(name, problem)
+            return None
         if number is None or number < 0:
             self._fail(name, "not a non-negative integer")
             return None
@@ -285,7 +289,7 @@ def _read_adjustment(reader: _RowReader) -> AdjustmentRow | None:
 
 
 def _readable_id(row: dict[str, Any], name: str) -> str | None:
-    number = parse_integer(row.get(name))
+    number, _ = parse_integer(row.get(name))
     return str(number) if number is not None and number > 0 else None
 
 
