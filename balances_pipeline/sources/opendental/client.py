@@ -100,6 +100,7 @@ from balances_pipeline.sources.opendental.shortquery import (
     SHORT_QUERY_ENDPOINT,
     SHORT_QUERY_PAGE_ROWS,
     clock_sql,
+    count_sql,
     format_timestamp,
     ledger_sql,
     to_rest_row,
@@ -438,6 +439,42 @@ class OpenDentalClient:
             **self.stats.as_dict(),
         }
 
+    def ledger_cost_estimate(self) -> dict[str, Any]:
+        """The ledger path and the requests a sync makes, estimated from row counts (counts
+        only: `SELECT COUNT(*)` through ShortQuery, or paging `/patients/Simple`)."""
+        path = self.choose_ledger_path()
+        pages = _pages_for  # 100 rows a page: ShortQuery's and the Remote API's cap
+        aging = 1  # and at least one page of /reports/Aging on full refreshes
+        if path == LEDGER_PATH_SHORTQUERY:
+            counts = {}
+            for endpoint in LEDGER_RELATIONS:
+                rows = self._short_query_rows(count_sql(endpoint, self.source.clinic_num), 0)
+                first = rows[0] if rows and isinstance(rows[0], dict) else {}
+                counts[endpoint] = parse_integer(first.get("n"))[0] or 0
+            full = 1 + sum(pages(n) for n in counts.values())
+            return {
+                "path": path, "missing_permission": None,
+                "full_requests": full + aging,
+                "full_detail": "SELECT NOW(), then "
+                + ", ".join(f"{pages(n)} pages of {endpoint.strip('/')} ({n} rows)"
+                            for endpoint, n in counts.items())
+                + ", and the aging report to reconcile",
+                "incremental_requests": 1 + len(counts),
+                "incremental_detail": "SELECT NOW(), then about one page per table",
+            }
+        patients = len(self._read_patients_in_scope())
+        return {
+            "path": path, "missing_permission": self.missing_permission,
+            "full_requests": f"about {1 + pages(patients) + patients + 3} plus the pages of "
+                             "procedurelogs, claimprocs and paysplits (whole tables)",
+            "full_detail": f"{pages(patients)} pages of /patients/Simple ({patients} patients), "
+                           f"{patients} requests of /adjustments (one per patient)",
+            "incremental_requests": f"about {1 + pages(patients) + patients + 2} plus the "
+                                    "pages of claimprocs and paysplits (whole tables)",
+            "incremental_detail": "only /procedurelogs reads changes; the REST API has no "
+                                  "changed-since filter on the others",
+        }
+
     # -- paging -----------------------------------------------------------------------
 
     def _query(self, params: dict[str, str], offset: int) -> dict[str, Any]:
@@ -598,6 +635,11 @@ class OpenDentalClient:
             raise SourceError(f"{where}: HTTP {status} (redirects are not followed)")
         explanation = self._explanation(response)
         raise SourceError(f"{where}: HTTP {status}" + (f": {explanation}" if explanation else ""))
+
+
+def _pages_for(rows: int) -> int:
+    """Requests to page `rows` rows at 100 a page (a last, shorter page always ends it)."""
+    return rows // REMOTE_MAX_PAGE_ROWS + 1
 
 
 PATIENT_LEDGER_FIELDS = ("PatNum", "Guarantor", "LName", "FName", "PatStatus", "DateTStamp")

@@ -94,6 +94,12 @@ def ledger_sql(endpoint: str, since: datetime | None, clinic_num: int | None) ->
     )
 
 
+def count_sql(endpoint: str, clinic_num: int | None) -> str:
+    """How many rows a full read of one table returns (`balances source check`)."""
+    # The project's own SQL text, values formatted by ledger_sql.
+    return f"SELECT COUNT(*) AS n FROM ({ledger_sql(endpoint, None, clinic_num)}) AS t"  # noqa: S608
+
+
 def clock_sql() -> str:
     return _template("server_clock")
 
