@@ -198,7 +198,9 @@ def explanation_text(body: bytes, secrets: tuple[str, ...]) -> str:
     if isinstance(decoded, str):
         text = decoded
     elif isinstance(decoded, dict):
-        text = str(decoded.get("message") or decoded.get("Message") or text)
+        text = str(decoded.get("message") or decoded.get("Message") or "")
+    elif decoded is not None:  # a list, a number: no explanation
+        text = ""
     text = _SECRET_PATTERN.sub("ODFHIR [redacted]", text)
     for secret in secrets:
         if secret and len(secret) >= 4:
@@ -427,13 +429,13 @@ class OpenDentalClient:
                 and clinic_of.get(parse_integer(row.get("Guarantor"))[0] or -1) == clinic]
 
     def check_connection(self) -> dict[str, Any]:
-        """Read one page of `/patients/Simple`; counts only, no row content."""
-        rows = self._get_rows(REST_PATIENTS_ENDPOINT, self._query({}, 0), 0)
+        """Read one page of `/patients`; counts only, no row content."""
+        rows = self._get_rows(PATIENTS_ENDPOINT, self._query({}, 0), 0)
         self.stats.pages += 1
         page = parse_patient_page(self.practice.id, rows, 0, set())
         return {
             "practice_id": self.practice.id,
-            "endpoint": REST_PATIENTS_ENDPOINT,
+            "endpoint": PATIENTS_ENDPOINT,
             "rows": len(page.rows),
             "rejected": len(page.rejected),
             **self.stats.as_dict(),
