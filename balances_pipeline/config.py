@@ -96,6 +96,9 @@ class OpenDentalSource(_Strict):
     developer_key_env: EnvVarName
     customer_key_env: EnvVarName
     mode: Literal["aging_report", "ledger"] = "aging_report"
+    # One clinic of a multi-clinic database: the aging report's ClinicNum, and in ledger
+    # mode the families whose guarantor is assigned to it (docs/sources.md, Clinics).
+    clinic_num: int | None = Field(default=None, ge=0, le=2**63 - 1, strict=True)
     page_size: int = Field(default=100, ge=1, le=1000)
     incremental_overlap_minutes: int = Field(default=10, ge=0, le=1440)
     timeout_seconds: float = Field(default=30, gt=0, le=600)

@@ -103,7 +103,12 @@ class FakeOpenDental:
     def _page(self, path: str, query: dict[str, str]) -> bytes:
         offset = int(query.get("Offset", "0"))
         limit = min(int(query.get("Limit", "100")), 100)
-        rows = self.rows.get(path, [])[offset : offset + limit]
+        if path == "/patients/Simple":  # the same patients (this fake has no DateTStamp)
+            path = "/patients"
+        rows = self.rows.get(path, [])
+        if path == "/adjustments" and "PatNum" in query:  # the real API reads them per patient
+            rows = [row for row in rows if str(row.get("PatNum")) == query["PatNum"]]
+        rows = rows[offset : offset + limit]
         return json.dumps(rows).encode()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -111,6 +116,17 @@ class FakeOpenDental:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def do_PUT(self) -> None:  # noqa: N802 (http.server's naming)
+                # ShortQuery: this fake's key has no Queries permission (ledger mode takes
+                # the REST fallback); not recorded in `seen`, not scripted.
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                body = b'"This customer key does not have permission for Queries."'
+                self.send_response(401)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 parts = urlsplit(self.path)

@@ -39,7 +39,10 @@ def two_modes(tmp_path, balances_home, monkeypatch):
     monkeypatch.setenv("TEST_REPORT_DENTAL_CUSTOMER_KEY", "k-report")
     monkeypatch.setenv("BALANCES_AS_OF", "2026-11-30")
     today = date(2026, 11, 30)
-    sims = [SimPractice("ledger_dental", "k-ledger", accounts=400, seed=9, today=today),
+    # The ledger practice's key has the Queries permission: ledger mode reads ShortQuery
+    # (test_ledger_paths.py covers the REST fallback on the same data).
+    sims = [SimPractice("ledger_dental", "k-ledger", accounts=400, seed=9, today=today,
+                        queries_permission=True),
             SimPractice("report_dental", "k-report", accounts=400, seed=9, today=today)]
     with SimulatorServer(sims, "dev") as server:
         path = write_practices_file(tmp_path / "p.yaml", [
@@ -101,7 +104,10 @@ def test_incremental_requests_follow_the_change_and_equal_a_full_sync(two_modes)
     server.reset_request_log()
     incremental = sync_practice(practice)
     assert incremental.mode == "incremental"
-    assert len(server.requests) == 5  # one page per ledger endpoint, whatever the size
+    # The server's clock (SELECT NOW()), then one ShortQuery page per ledger table,
+    # whatever the practice's size.
+    assert len(server.requests) == 6
+    assert {r.endpoint for r in server.requests} == {"queries/ShortQuery"}
     assert full.counts.requests > 5 * 10
     totals_after = dict(query("SELECT account_id, balance_total FROM account_balances"
                               " WHERE practice_id = 'ledger_dental'"))

@@ -225,7 +225,11 @@ def test_401_fails_at_once(server: FakeOpenDental) -> None:
     client = make_client(server, authorization="ODFHIR wrong/key")
     with pytest.raises(AuthenticationError) as raised:
         collect(client.aging_report_pages(AS_OF))
-    assert str(raised.value) == "authentication failed for practice test_practice"
+    # What the server said, after scrubbing: the key never appears.
+    assert str(raised.value) == (
+        "authentication failed for practice test_practice (HTTP 401: Invalid authorization)"
+    )
+    assert "wrong/key" not in str(raised.value)
     assert len(server.seen) == 1
     assert (client.stats.requests, client.stats.retries) == (1, 0)
 

@@ -38,6 +38,13 @@ def test_bundled_demo_config(monkeypatch: pytest.MonkeyPatch) -> None:
         ("lakeside_family", "demo-lakeside", 150, 22),
         ("harbor_dental", "demo-harbor", 500, 33),
     ]
+    # The office's time zones of balances_pipeline/demo/practices.yaml; both ShortQuery
+    # paths (with and without the Queries permission); one database of several clinics.
+    assert [(p.timezone, p.queries_permission, p.clinics) for p in practices] == [
+        ("America/Denver", True, 0),
+        ("America/New_York", False, 0),
+        ("America/Los_Angeles", True, 3),
+    ]
     monkeypatch.delenv("LAKESIDE_FAMILY_OD_CUSTOMER_KEY")
     with pytest.raises(ConfigError, match="LAKESIDE_FAMILY_OD_CUSTOMER_KEY"):
         load_config(bundled_config_path())
@@ -51,6 +58,29 @@ def test_config_rejects_unknown_keys(tmp_path: Path, monkeypatch: pytest.MonkeyP
     )
     with pytest.raises(ConfigError, match="acounts"):
         load_config(config)
+
+
+def test_config_practice_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("K", "v")
+    config = tmp_path / "sim.yaml"
+    config.write_text(
+        "developer_key_env: K\npractices:\n  - {id: a, customer_key_env: K}\n"
+        "  - {id: b, customer_key_env: K, timezone: Europe/Paris, queries_permission: true,"
+        " clinics: 2}\n"
+    )
+    _, (a, b) = load_config(config)
+    assert (a.timezone, a.queries_permission, a.clinics) == (None, False, 0)
+    assert (b.timezone, b.queries_permission, b.clinics) == ("Europe/Paris", True, 2)
+    for bad, message in (
+        ("timezone: Mars/Olympus", "time zone"),
+        ("queries_permission: yes please", "queries_permission"),
+        ("clinics: -1", "clinics"),
+        ("clinics: two", "clinics"),
+    ):
+        config.write_text(f"developer_key_env: K\npractices:\n  - id: a\n    customer_key_env: K\n"
+                          f"    {bad}\n")
+        with pytest.raises(ConfigError, match=message):
+            load_config(config)
 
 
 def _serve(extra_env: dict[str, str], *args: str) -> subprocess.Popen[str]:
@@ -84,6 +114,17 @@ def test_serve_command_runs_until_sigterm() -> None:
         )
         response = connection.getresponse()
         assert response.status == 200 and len(json.loads(response.read())) == 2
+        # The demo config's Queries permission: harbor_dental has it, lakeside_family not.
+        for key, status in (("demo-harbor", 200), ("demo-lakeside", 401)):
+            connection.request(
+                "PUT",
+                "/api/v1/queries/ShortQuery",
+                body=json.dumps({"SqlCommand": "SELECT NOW() AS now"}),
+                headers={"Authorization": f"ODFHIR demo-dev/{key}"},
+            )
+            response = connection.getresponse()
+            assert response.status == status, response.read()
+            response.read()
         connection.close()
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0

@@ -25,6 +25,7 @@ from benchmarks.common import (
     AS_OF,
     CUSTOMER_KEY_ENV,
     DEVELOPER_KEY_ENV,
+    LEDGER_BASELINE_QUERIES,
     LEDGER_ENDPOINTS,
     PRACTICE_ID,
     RESULT_MARK,
@@ -281,7 +282,8 @@ def _measure_ledger(
         env["BALANCES_PRACTICES_FILE"] = str(practices_file)
         baseline = _run_worker("baseline", {
             "base_url": base_url, "as_of": as_of.isoformat(),
-            "endpoints": [[endpoint, {}] for endpoint in LEDGER_ENDPOINTS],
+            "endpoints": [[endpoint, LEDGER_BASELINE_QUERIES.get(endpoint, {})]
+                          for endpoint in LEDGER_ENDPOINTS],
         }, env)
         sync_env = {**env, "BALANCES_HOME": str(workdir / "home-ledger")}
         worker = {"practices_file": str(practices_file), "ledger_sample": changes}

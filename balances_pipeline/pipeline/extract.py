@@ -20,7 +20,7 @@ from typing import Any
 from balances_pipeline.config import Practice
 from balances_pipeline.pipeline.as_of import resolve_as_of
 from balances_pipeline.pipeline.failures import fail_sync
-from balances_pipeline.pipeline.ledger_plan import LEDGER_ENDPOINTS, LedgerPlan, plan_extract
+from balances_pipeline.pipeline.ledger_plan import LedgerPlan, plan_extract
 from balances_pipeline.pipeline.outcomes import ExtractOutcome, ExtractResult
 from balances_pipeline.sources.clients import SourceClient
 from balances_pipeline.sources.errors import DuplicateRowsError, SourceError
@@ -308,8 +308,9 @@ def extract_ledger(
     """
 
     def sources() -> list[Iterator[Page[Any]]]:
-        return [client.ledger_pages(endpoint, plan.changed_since.get(endpoint))
-                for endpoint in LEDGER_ENDPOINTS]
+        # ShortQuery with the Queries permission, else the REST fallback (the client asks
+        # once); either way the server's clock when the read began is `server_clock`.
+        return client.ledger_sources(plan.changed_since)
 
     streamed = _stream_reading_again_once(staging, sources, practice_id, progress)
     pages = streamed.pages
@@ -323,6 +324,7 @@ def extract_ledger(
                      type(error).__name__)
             staging.con.execute("DELETE FROM stg_aging_report")
     staging.set_meta("server_clock", client.server_clock)
+    staging.set_meta("ledger_path", client.ledger_path)
     _check_rejected_fraction(practice_id, streamed, max_rejected_fraction)
     return ExtractResult(
         rows_extracted=streamed.total_rows, rows_rejected=streamed.total_rejected,

@@ -47,19 +47,16 @@ def next_cursors(
     staging: duckdb.DuckDBPyConnection, previous: dict[str, datetime],
     server_clock: datetime | None,
 ) -> dict[str, datetime]:
-    """Per endpoint: the newest change seen, never past the server's clock at the start of
-    the extract (a row stamped in the future must not hide later changes), never moving
-    back."""
-    cursors = {}
-    for endpoint, relation in LEDGER_RELATIONS.items():
-        newest = staging.execute(
-            f"SELECT max(changed_at) FROM {relation}"  # noqa: S608 - a declared relation
-        ).fetchall()[0][0]
-        candidates = [c for c in (newest, previous.get(endpoint)) if c is not None]
-        if not candidates:
-            continue
-        cursor = max(candidates)
-        if server_clock is not None:
-            cursor = min(cursor, server_clock)
-        cursors[endpoint] = cursor
-    return cursors
+    """Per endpoint: the server's clock when this read began (`SELECT NOW()` through
+    ShortQuery, `serverDateTime`, or the `Date` header in the practice's time zone); the
+    next read starts `incremental_overlap_minutes` before it (`plan_extract`).
+
+    Never the newest row stamp: after a PMS conversion most rows share one old stamp, and
+    a row stamped in the future would hide later changes. Without a clock (a source that
+    gave none) the previous cursors stay, so the next read re-reads more, never less.
+    `staging` is unused (kept for the caller's signature).
+    """
+    del staging
+    if server_clock is None:
+        return dict(previous)
+    return dict.fromkeys(LEDGER_ENDPOINTS, server_clock)

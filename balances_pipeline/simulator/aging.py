@@ -180,22 +180,51 @@ def aging_report(ledger: Ledger, as_of: date) -> list[dict[str, Any]]:
     return [row for row in rows if row is not None]
 
 
+def guarantor_clinics(ledger: Ledger) -> dict[int, int]:
+    """Each patient's assigned clinic (patient.ClinicNum), by PatNum."""
+    t = ledger.patients
+    i_pat, i_clinic = t.pos("PatNum"), t.pos("ClinicNum")
+    return {row[i_pat]: row[i_clinic] for row in t.rows}
+
+
 class AgingCache:
-    """Reports per as-of date, recomputed when the ledger's version changes."""
+    """Reports per as-of date, recomputed when the ledger's version changes.
+
+    `report(as_of, clinic)` keeps the families whose guarantor is assigned to `clinic`, as
+    Open Dental's Aging of A/R report filters clinics when grouped by family: the guarantor
+    owns the debt, so the whole family's balance goes with the guarantor's clinic, whatever
+    clinic each procedure or payment was entered at.
+    """
 
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
         self._reports: dict[date, tuple[int, list[dict[str, Any]]]] = {}
+        self._clinics: tuple[int, dict[int, int]] = (-1, {})
+        self._by_clinic: dict[tuple[date, int], tuple[int, list[dict[str, Any]]]] = {}
         self._lock = threading.Lock()
 
-    def report(self, as_of: date) -> list[dict[str, Any]]:
+    def report(self, as_of: date, clinic: int | None = None) -> list[dict[str, Any]]:
         with self._lock:
             version = self.ledger.version
             cached = self._reports.get(as_of)
             if cached is not None and cached[0] == version:
-                return cached[1]
-            rows = aging_report(self.ledger, as_of)
-            if len(self._reports) >= 16:
-                self._reports.clear()
-            self._reports[as_of] = (version, rows)
-            return rows
+                rows = cached[1]
+            else:
+                rows = aging_report(self.ledger, as_of)
+                if len(self._reports) >= 16:
+                    self._reports.clear()
+                self._reports[as_of] = (version, rows)
+            if clinic is None:
+                return rows
+            kept = self._by_clinic.get((as_of, clinic))
+            if kept is not None and kept[0] == version:
+                return kept[1]
+            if self._clinics[0] != version:
+                with self.ledger.lock:
+                    self._clinics = (version, guarantor_clinics(self.ledger))
+            clinics = self._clinics[1]
+            filtered = [row for row in rows if clinics.get(row["PatNum"], 0) == clinic]
+            if len(self._by_clinic) >= 64:
+                self._by_clinic.clear()
+            self._by_clinic[(as_of, clinic)] = (version, filtered)
+            return filtered

@@ -13,6 +13,7 @@ from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
@@ -20,7 +21,16 @@ from balances_pipeline.simulator.server import SimPractice, SimulatorServer
 
 DEFAULT_PORT = 9100
 CONFIG_KEYS = {"developer_key_env", "practices"}
-PRACTICE_KEYS = {"id", "customer_key_env", "accounts", "seed", "dataset"}
+PRACTICE_KEYS = {
+    "id",
+    "customer_key_env",
+    "accounts",
+    "seed",
+    "dataset",
+    "timezone",
+    "queries_permission",
+    "clinics",
+}
 
 
 class ConfigError(Exception):
@@ -141,9 +151,19 @@ def _practice(entry: Any, index: int, base: Path, today: date | None) -> SimPrac
         raise ConfigError(f"{where}: id is required")
     where = f"practice {entry['id']}"
     dataset = entry.get("dataset")
-    for key in ("accounts", "seed"):
+    for key in ("accounts", "seed", "clinics"):
         if key in entry and (isinstance(entry[key], bool) or not isinstance(entry[key], int)):
             raise ConfigError(f"{where}: {key} must be an integer")
+    if entry.get("clinics", 0) < 0:
+        raise ConfigError(f"{where}: clinics must not be negative")
+    if "queries_permission" in entry and not isinstance(entry["queries_permission"], bool):
+        raise ConfigError(f"{where}: queries_permission must be true or false")
+    timezone = entry.get("timezone")
+    if timezone is not None:
+        try:
+            ZoneInfo(timezone)
+        except (ValueError, TypeError, ZoneInfoNotFoundError):
+            raise ConfigError(f"{where}: unknown time zone {timezone!r}") from None
     return SimPractice(
         id=entry["id"],
         customer_key=_env(entry.get("customer_key_env"), f"{where}, customer_key_env"),
@@ -151,6 +171,9 @@ def _practice(entry: Any, index: int, base: Path, today: date | None) -> SimPrac
         seed=entry.get("seed", 1),
         today=today,
         dataset=(base / dataset) if dataset else None,
+        timezone=timezone,
+        queries_permission=entry.get("queries_permission", False),
+        clinics=entry.get("clinics", 0),
     )
 
 

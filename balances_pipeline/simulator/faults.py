@@ -17,6 +17,7 @@ MALFORMED_FIELD = {
 MISSING_FIELD_ROWS_FIELD = {
     "reports/Aging": "BalTotal",
     "patients": "Guarantor",
+    "patients/Simple": "Guarantor",
     "procedurelogs": "ProcFee",
     "claimprocs": "InsPayAmt",
     "paysplits": "SplitAmt",

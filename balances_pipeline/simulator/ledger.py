@@ -13,6 +13,7 @@ import json
 import random
 import threading
 from bisect import bisect_left, insort
+from collections import deque
 from collections.abc import Callable, Iterator
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -23,9 +24,31 @@ from typing import Any
 EMPTY_DATE = "0001-01-01"
 STAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
 CENT = Decimal("0.01")
+JOURNAL_LENGTH = 10_000
 
+# The fields each table keeps, primary key first. REST rows and the ShortQuery tables are
+# derived from these (server.py, queries.py); patients carry synthetic PHI (seeded, never
+# real) so tests can prove that the pipeline never stores it.
 TABLE_FIELDS: dict[str, tuple[str, ...]] = {
-    "patients": ("PatNum", "Guarantor", "LName", "FName", "PatStatus", "DateTStamp"),
+    "patients": (
+        "PatNum",
+        "LName",
+        "FName",
+        "PatStatus",
+        "Gender",
+        "Birthdate",
+        "SSN",
+        "Address",
+        "City",
+        "State",
+        "Zip",
+        "HmPhone",
+        "WirelessPhone",
+        "Email",
+        "Guarantor",
+        "ClinicNum",
+        "DateTStamp",
+    ),
     "procedurelogs": (
         "ProcNum",
         "PatNum",
@@ -34,6 +57,7 @@ TABLE_FIELDS: dict[str, tuple[str, ...]] = {
         "UnitQty",
         "BaseUnits",
         "ProcStatus",
+        "ClinicNum",
         "DateTStamp",
     ),
     "claimprocs": (
@@ -47,10 +71,30 @@ TABLE_FIELDS: dict[str, tuple[str, ...]] = {
         "WriteOff",
         "WriteOffEst",
         "DateCP",
+        "ClaimPaymentNum",
+        "ClinicNum",
         "SecDateTEdit",
     ),
-    "paysplits": ("SplitNum", "PatNum", "SplitAmt", "DatePay", "SecDateTEdit"),
-    "adjustments": ("AdjNum", "PatNum", "AdjDate", "AdjAmt", "SecDateTEdit"),
+    "paysplits": (
+        "SplitNum",
+        "PatNum",
+        "SplitAmt",
+        "DatePay",
+        "PayNum",
+        "ProcNum",
+        "ClinicNum",
+        "SecDateTEdit",
+    ),
+    "adjustments": (
+        "AdjNum",
+        "PatNum",
+        "AdjDate",
+        "AdjAmt",
+        "AdjType",
+        "ProcNum",
+        "ClinicNum",
+        "SecDateTEdit",
+    ),
 }
 STAMP_FIELDS: dict[str, str] = {
     "patients": "DateTStamp",
@@ -75,11 +119,72 @@ INT_FIELDS: frozenset[str] = frozenset(
         "BaseUnits",
         "ClaimProcNum",
         "ClaimNum",
+        "ClaimPaymentNum",
         "SplitNum",
+        "PayNum",
         "AdjNum",
+        "AdjType",
+        "ClinicNum",
     }
 )
 TABLE_NAMES: tuple[str, ...] = tuple(TABLE_FIELDS)
+
+# Open Dental's enums: the REST API serves their names, the database (ShortQuery) their
+# numbers (OpenDentBusiness PatientStatus, PatientGender, ProcStat, ClaimProcStatus).
+PAT_STATUS = {
+    "Patient": 0,
+    "NonPatient": 1,
+    "Inactive": 2,
+    "Archived": 3,
+    "Deleted": 4,
+    "Deceased": 5,
+    "Prospective": 6,
+}
+GENDER = {"Male": 0, "Female": 1, "Unknown": 2}
+PROC_STATUS = {"TP": 1, "C": 2, "EC": 3, "EO": 4, "R": 5, "D": 6, "Cn": 7, "TPi": 8}
+CLAIMPROC_STATUS = {
+    "NotReceived": 0,
+    "Received": 1,
+    "Preauth": 2,
+    "Adjustment": 3,
+    "Supplemental": 4,
+    "CapClaim": 5,
+    "Estimate": 6,
+    "CapComplete": 7,
+    "CapEstimate": 8,
+    "InsHist": 9,
+}
+ENUM_FIELDS: dict[tuple[str, str], dict[str, int]] = {
+    ("patients", "PatStatus"): PAT_STATUS,
+    ("patients", "Gender"): GENDER,
+    ("procedurelogs", "ProcStatus"): PROC_STATUS,
+    ("claimprocs", "Status"): CLAIMPROC_STATUS,
+}
+# Adjustment types (definition.DefNum, category 1) the generator uses.
+ADJ_TYPE_DISCOUNT = 1  # a negative adjustment ("Misc Neg Adjustment")
+ADJ_TYPE_FEE = 2  # a positive one ("Misc Pos Adjustment")
+
+# Fields a row may omit (when added through the control paths or loaded from a dataset):
+# their default. `None` means "the row's own key" (a payment of one split).
+OPTIONAL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "patients": {
+        "Gender": "Unknown",
+        "Birthdate": EMPTY_DATE,
+        "SSN": "",
+        "Address": "",
+        "City": "",
+        "State": "",
+        "Zip": "",
+        "HmPhone": "",
+        "WirelessPhone": "",
+        "Email": "",
+        "ClinicNum": 0,
+    },
+    "procedurelogs": {"ClinicNum": 0},
+    "claimprocs": {"ClaimPaymentNum": 0, "ClinicNum": 0},
+    "paysplits": {"PayNum": None, "ProcNum": 0, "ClinicNum": 0},
+    "adjustments": {"AdjType": None, "ProcNum": 0, "ClinicNum": 0},
+}
 
 
 def to_money(value: Any) -> Decimal:
@@ -137,17 +242,38 @@ class Table:
         unknown = set(row) - set(self.fields)
         if unknown:
             raise ValueError(f"{self.name}: unknown fields {sorted(unknown)}")
-        missing = [f for f in self.fields if f not in row]
+        defaults = OPTIONAL_DEFAULTS[self.name]
+        missing = [f for f in self.fields if f not in row and f not in defaults]
         if missing:
             raise ValueError(f"{self.name}: missing fields {missing}")
-        return tuple(self._coerce_value(f, row[f]) for f in self.fields)
+        values = [
+            self._coerce_value(f, row[f]) if f in row else defaults[f] for f in self.fields
+        ]
+        for i, field in enumerate(self.fields):
+            if values[i] is None:  # a default that depends on the row
+                values[i] = self._derived_default(field, values)
+        return tuple(values)
+
+    def _derived_default(self, field: str, values: list[Any]) -> Any:
+        if field == "PayNum":
+            return values[0]
+        if field == "AdjType":
+            amount = values[self.positions["AdjAmt"]]
+            return ADJ_TYPE_DISCOUNT if amount < 0 else ADJ_TYPE_FEE
+        raise ValueError(f"{self.name}: {field} is required")
 
     def _coerce_value(self, field: str, value: Any) -> Any:
         if field in self.money_fields:
             return to_money(value)
         if field in INT_FIELDS:
+            if isinstance(value, bool):
+                raise ValueError(f"{self.name}: {field} must be an integer")
             return int(value)
-        return str(value)
+        text = str(value)
+        names = ENUM_FIELDS.get((self.name, field))
+        if names is not None and text not in names:
+            raise ValueError(f"{self.name}: {field} must be one of {', '.join(names)}")
+        return text
 
     def insert(self, row: dict[str, Any]) -> dict[str, Any]:
         values = self.coerce(row)
@@ -188,6 +314,9 @@ class Ledger:
         self.clock: Callable[[], datetime] = clock or datetime.now
         self.version = 0
         self.lock = threading.RLock()
+        # (version, table, key) of the latest changes, for mirrors kept in step with the
+        # ledger (the ShortQuery database); bounded, a mirror further behind rebuilds.
+        self.journal: deque[tuple[int, str, int]] = deque(maxlen=JOURNAL_LENGTH)
 
     @property
     def patients(self) -> Table:
@@ -228,7 +357,7 @@ class Ledger:
             values.setdefault(t.key_field, t.next_key())
             values[t.stamp_field] = self.now_stamp()
             inserted = t.insert(values)
-            self.version += 1
+            self._changed(table, inserted[t.key_field])
             return inserted
 
     def edit_row(self, table: str, key: int, **fields: Any) -> dict[str, Any]:
@@ -237,14 +366,28 @@ class Ledger:
             changes = dict(fields)
             changes[t.stamp_field] = self.now_stamp()
             updated = t.update(int(key), changes)
-            self.version += 1
+            self._changed(table, int(key))
             return updated
 
     def delete_row(self, table: str, key: int) -> dict[str, Any]:
         with self.lock:
             deleted = self.table(table).delete(int(key))
-            self.version += 1
+            self._changed(table, int(key))
             return deleted
+
+    def _changed(self, table: str, key: int) -> None:
+        self.version += 1
+        self.journal.append((self.version, table, key))
+
+    def changes_since(self, version: int) -> list[tuple[str, int]] | None:
+        """(table, key) of every change after `version`, or None if the journal no longer
+        reaches back that far."""
+        with self.lock:
+            if version == self.version:
+                return []
+            if not self.journal or self.journal[0][0] > version + 1:
+                return None
+            return [(table, key) for v, table, key in self.journal if v > version]
 
 
 def load_dataset(path: str | Path, clock: Callable[[], datetime] | None = None) -> Ledger:
@@ -372,9 +515,102 @@ ZERO_MONEY = Decimal("0.00")
 NO_ESTIMATE = Decimal("-1.00")
 
 
-class _Generator:
+STREETS = (
+    "Alder",
+    "Birch",
+    "Cedar",
+    "Dogwood",
+    "Elm",
+    "Fir",
+    "Hawthorn",
+    "Juniper",
+    "Laurel",
+    "Maple",
+    "Oak",
+    "Pine",
+    "Spruce",
+    "Willow",
+)
+STREET_KINDS = ("St", "Ave", "Ln", "Ct", "Way", "Dr")
+CITIES = (("Springfield", "OR"), ("Fairview", "ID"), ("Riverton", "UT"), ("Lakewood", "CO"))
+AREA_CODES = ("208", "303", "385", "503")
+
+
+class _Phi:
+    """Synthetic, seeded personal data: nothing here can be a real person's.
+
+    SSNs start with 9 (never issued as an SSN), phone numbers are in 555-0100..0199 (kept
+    for fiction), e-mail addresses are at example.com. Drawn from its own generator so that
+    the ledger's amounts do not depend on it.
+    """
+
     def __init__(self, seed: int, today: date) -> None:
+        self.rng = random.Random(f"phi:{seed}")
+        self.today = today
+
+    def person(self, first: str, last: str, patnum: int, child: bool) -> tuple[str, ...]:
+        rng = self.rng
+        age = rng.randint(3, 17) if child else rng.randint(19, 86)
+        born = self.today.toordinal() - age * 365 - rng.randrange(365)
+        city, state = rng.choice(CITIES)
+        area = rng.choice(AREA_CODES)
+        return (
+            rng.choice(("Male", "Female", "Female", "Male", "Unknown")),
+            date.fromordinal(born).isoformat(),
+            f"9{rng.randrange(10**8):08d}",
+            f"{rng.randint(10, 9899)} {rng.choice(STREETS)} {rng.choice(STREET_KINDS)}",
+            city,
+            state,
+            f"{rng.randrange(10**5):05d}",
+            f"({area})555-01{rng.randrange(100):02d}",
+            f"({area})555-01{rng.randrange(100):02d}",
+            f"{first.lower()}.{last.lower()}{patnum}@example.com",
+        )
+
+    def household(self, guarantor_phi: tuple[str, ...]) -> tuple[str, ...]:
+        """A family member at the guarantor's address and home phone."""
+        return guarantor_phi[3:8]
+
+
+class _Clinics:
+    """Which clinic families, patients and transactions belong to (ClinicNum).
+
+    With `count` 0 the database has no clinics and every ClinicNum is 0. Otherwise each
+    family's guarantor is assigned one of clinics 1..count; a few members are assigned
+    another clinic, and a few procedures are done at another clinic than the patient's.
+    Drawn from its own generator so that the ledger's amounts do not depend on it.
+    """
+
+    def __init__(self, seed: int, count: int) -> None:
+        self.count = count
+        self.rng = random.Random(f"clinics:{seed}")
+        self.of_patient: dict[int, int] = {}
+
+    def other(self, clinic: int) -> int:
+        return clinic % self.count + 1
+
+    def family(self) -> int:
+        return self.rng.randint(1, self.count) if self.count else 0
+
+    def member(self, patnum: int, family_clinic: int, is_guarantor: bool) -> int:
+        clinic = family_clinic
+        if self.count > 1 and not is_guarantor and self.rng.random() < 0.1:
+            clinic = self.other(clinic)
+        self.of_patient[patnum] = clinic
+        return clinic
+
+    def visit(self, patnum: int) -> int:
+        clinic = self.of_patient.get(patnum, 0)
+        if self.count > 1 and self.rng.random() < 0.05:
+            clinic = self.other(clinic)
+        return clinic
+
+
+class _Generator:
+    def __init__(self, seed: int, today: date, clinics: int = 0) -> None:
         self.rng = random.Random(seed)
+        self.phi = _Phi(seed, today)
+        self.clinics = _Clinics(seed, clinics)
         self.today = today
         self.today_ord = today.toordinal()
         factor = Decimal(self.rng.randint(85, 125)) / 100
@@ -431,21 +667,24 @@ class _Generator:
         writeoff_rate = rng.choice((0, 0, 15, 20, 25)) if insured else 0
         payer = rng.choices(("prompt", "slow", "never", "over"), weights=(66, 22, 8, 4))[0]
         active = rng.random() < 0.9
+        family_clinic = self.clinics.family()
+        guarantor_phi: tuple[str, ...] = ()
         for member in range(size):
             patnum = self.key("patients")
             member_status = status if member == 0 else "Patient"
             if member > 0 and rng.random() < 0.05:
                 member_status = "Inactive"
             first_seen = self.today_ord - HISTORY_DAYS - rng.randrange(1500)
+            first = rng.choice(FIRST_NAMES)
+            stamp = self.stamp(first_seen)
+            phi = self.phi.person(first, last, patnum, child=member >= 2)
+            if member == 0:
+                guarantor_phi = phi
+            elif self.phi.rng.random() < 0.8:
+                phi = (*phi[:3], *self.phi.household(guarantor_phi), *phi[8:])
+            clinic = self.clinics.member(patnum, family_clinic, member == 0)
             self.rows["patients"].append(
-                (
-                    patnum,
-                    guarantor,
-                    last,
-                    rng.choice(FIRST_NAMES),
-                    member_status,
-                    self.stamp(first_seen),
-                )
+                (patnum, last, first, member_status, *phi, guarantor, clinic, stamp)
             )
             if active:
                 self.patient_history(patnum, member >= 2, insured, writeoff_rate, payer)
@@ -504,6 +743,7 @@ class _Generator:
                 1,
                 0,
                 "TP",
+                self.clinics.of_patient.get(patnum, 0),
                 self.stamp(min(ordinal, self.today_ord) - self.rng.randrange(30)),
             )
         )
@@ -525,10 +765,13 @@ class _Generator:
         denied = received and rng.random() < 0.03
         stamp = self.stamp(ordinal)
         day = self.day(ordinal)
+        clinic = self.clinics.visit(patnum)
         portion = Decimal(0)
         for fee, cover in items:
             procnum = self.key("procedurelogs")
-            self.rows["procedurelogs"].append((procnum, patnum, day, fee, 1, 0, "C", stamp))
+            self.rows["procedurelogs"].append(
+                (procnum, patnum, day, fee, 1, 0, "C", clinic, stamp)
+            )
             if not insured:
                 portion += fee
                 continue
@@ -544,16 +787,20 @@ class _Generator:
                     writeoff,
                     NO_ESTIMATE,
                     self.day(ordinal + lag),
+                    claim,  # one insurance check per claim (ClaimPaymentNum)
+                    clinic,
                     self.stamp(ordinal + lag),
                 )
             else:
                 wo_est = writeoff if writeoff_rate else NO_ESTIMATE
-                cp_row = ("NotReceived", estimate, ZERO_MONEY, ZERO_MONEY, wo_est, day, stamp)
+                cp_row = (
+                    "NotReceived", estimate, ZERO_MONEY, ZERO_MONEY, wo_est, day, 0, clinic, stamp
+                )
             self.rows["claimprocs"].append(
                 (self.key("claimprocs"), procnum, claim, patnum, *cp_row)
             )
-        portion -= self.discount(patnum, ordinal, portion)
-        self.payment(patnum, ordinal, portion, payer)
+        portion -= self.discount(patnum, ordinal, portion, clinic)
+        self.payment(patnum, ordinal, portion, payer, clinic)
 
     def insurance(self, fee: Decimal, cover: int, writeoff_rate: int) -> tuple[Decimal, Decimal]:
         key = (fee, cover, writeoff_rate)
@@ -563,7 +810,7 @@ class _Generator:
             cached = self._insurance[key] = (writeoff, self.money((fee - writeoff) * cover / 100))
         return cached
 
-    def discount(self, patnum: int, ordinal: int, portion: Decimal) -> Decimal:
+    def discount(self, patnum: int, ordinal: int, portion: Decimal, clinic: int) -> Decimal:
         """A courtesy discount on a few visits: a negative adjustment the patient won't pay."""
         if portion <= 0 or self.rng.random() >= 0.03:
             return ZERO_MONEY
@@ -574,12 +821,17 @@ class _Generator:
                 patnum,
                 self.day(ordinal),
                 self.money(-amount),
+                ADJ_TYPE_DISCOUNT,
+                0,
+                clinic,
                 self.stamp(ordinal),
             )
         )
         return amount
 
-    def payment(self, patnum: int, ordinal: int, portion: Decimal, payer: str) -> None:
+    def payment(
+        self, patnum: int, ordinal: int, portion: Decimal, payer: str, clinic: int
+    ) -> None:
         rng = self.rng
         if portion <= 0 or payer == "never" and rng.random() < 0.85:
             return
@@ -592,12 +844,16 @@ class _Generator:
             amount = portion + rng.choice((10, 20, 25, 50, 100))
         if paid_on > self.today_ord:
             return
+        splitnum = self.key("paysplits")
         self.rows["paysplits"].append(
             (
-                self.key("paysplits"),
+                splitnum,
                 patnum,
                 self.money(amount),
                 self.day(paid_on),
+                splitnum,  # a payment of one split (PayNum)
+                0,
+                clinic,
                 self.stamp(paid_on),
             )
         )
@@ -611,6 +867,9 @@ class _Generator:
                 patnum,
                 self.day(ordinal),
                 self.money(amount),
+                ADJ_TYPE_FEE,
+                0,
+                self.clinics.of_patient.get(patnum, 0),
                 self.stamp(ordinal),
             )
         )
@@ -626,9 +885,20 @@ class _Generator:
                 1,
                 0,
                 "C",
+                self.clinics.of_patient.get(patnum, 0),
                 self.stamp(ordinal),
             )
         )
+
+    def deleted_procedures(self, seed: int) -> None:
+        """A few procedures entered by mistake and deleted (ProcStatus D): they stay in the
+        table and carry no money. Added last, from their own generator, so that no other
+        row's key or amount depends on them."""
+        rng = random.Random(f"deleted:{seed}")
+        t = self.rows["procedurelogs"]
+        for row in list(t):
+            if row[6] == "C" and rng.random() < 0.004:
+                t.append((self.key("procedurelogs"), *row[1:6], "D", *row[7:]))
 
 
 def generate_ledger(
@@ -636,11 +906,17 @@ def generate_ledger(
     accounts: int,
     today: date,
     clock: Callable[[], datetime] | None = None,
+    clinics: int = 0,
 ) -> Ledger:
-    """A deterministic practice of `accounts` families, with ~2 years of history before `today`."""
-    generator = _Generator(seed, today)
+    """A deterministic practice of `accounts` families, with ~2 years of history before `today`.
+
+    `clinics`: 0 for a database without clinics (every ClinicNum 0), else the number of
+    clinics (1..clinics) its families and transactions are spread over.
+    """
+    generator = _Generator(seed, today, clinics)
     for _ in range(accounts):
         generator.family()
+    generator.deleted_procedures(seed)
     tables = {}
     for name in TABLE_NAMES:
         rows = generator.rows[name]

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,18 +21,20 @@ from zoneinfo import ZoneInfo
 
 from balances_pipeline.simulator.aging import AgingCache
 from balances_pipeline.simulator.faults import Faults, FaultState, corrupt_page
-from balances_pipeline.simulator.ledger import (
-    STAMP_FIELDS,
-    TABLE_NAMES,
-    Ledger,
-    generate_ledger,
-    load_dataset,
-)
+from balances_pipeline.simulator.ledger import STAMP_FORMAT, Ledger, generate_ledger, load_dataset
+from balances_pipeline.simulator.queries import QueryDatabase, QueryError
+from balances_pipeline.simulator.rest import LIST_ENDPOINTS, ListEndpoint
 
 API_PREFIX = "/api/v1/"
 CONTROL_PREFIX = "/_sim/"
 AGING_ENDPOINT = "reports/Aging"
+SHORT_QUERY_ENDPOINT = "queries/ShortQuery"
 PAGE_SIZE = 100
+ENDPOINT_NAMES = {
+    name.lower(): name
+    for name in (AGING_ENDPOINT, SHORT_QUERY_ENDPOINT, *(e.name for e in LIST_ENDPOINTS.values()))
+}
+NO_QUERIES_PERMISSION = "This customer key does not have permission for Queries."
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 STAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}( \d{2}:\d{2}:\d{2})?$")
 
@@ -52,9 +54,17 @@ class SimPractice:
     seed: int = 1
     today: date | None = None
     dataset: Path | None = None
-    # The office's time zone: the server's clock, dates and stamps are in it, as a real
-    # Open Dental server's are (None: this machine's local time).
+    # The office's time zone: the server's clock, change stamps, serverDateTime and NOW()
+    # are in it, as a real Open Dental server's are (None: this machine's local time); the
+    # HTTP Date header is that same instant in GMT.
     timezone: str | None = None
+    # Whether the customer key has the Queries permission (PUT /queries/ShortQuery).
+    # Not granted unless said: offices grant it on purpose, and a connector must work
+    # without it.
+    queries_permission: bool = False
+    # 0: a database without clinics (every ClinicNum 0); N: families and transactions
+    # spread over clinics 1..N of one database (generated practices only).
+    clinics: int = 0
 
 
 @dataclass(frozen=True)
@@ -72,7 +82,14 @@ class _PracticeRuntime:
 
     def __init__(self, practice: SimPractice) -> None:
         self.practice = practice
-        self._zone = ZoneInfo(practice.timezone) if practice.timezone else None
+        if practice.clinics < 0:
+            raise ValueError(f"practice {practice.id}: clinics must not be negative")
+        try:
+            self._zone = ZoneInfo(practice.timezone) if practice.timezone else None
+        except (ValueError, KeyError) as error:
+            raise ValueError(
+                f"practice {practice.id}: unknown time zone {practice.timezone!r}"
+            ) from error
         self.start_day = practice.today or self._wall_clock().date()
         self._offset = timedelta(
             days=self.start_day.toordinal() - self._wall_clock().date().toordinal()
@@ -80,6 +97,7 @@ class _PracticeRuntime:
         self.faults = FaultState()
         self._ledger: Ledger | None = None
         self._aging: AgingCache | None = None
+        self._queries: QueryDatabase | None = None
         self._lists: dict[tuple[Any, ...], list[tuple]] = {}
         self._lock = threading.Lock()
 
@@ -89,6 +107,12 @@ class _PracticeRuntime:
 
     def now(self) -> datetime:
         return (self._wall_clock() + self._offset).replace(microsecond=0)
+
+    def timestamp(self, moment: datetime) -> float:
+        """The POSIX time of a naive office-local moment (for the HTTP Date header)."""
+        if self._zone is None:
+            return moment.astimezone().timestamp()
+        return moment.replace(tzinfo=self._zone).timestamp()
 
     def advance(self, days: float) -> datetime:
         self._offset += timedelta(days=days)
@@ -105,18 +129,29 @@ class _PracticeRuntime:
     def ledger(self) -> Ledger:
         return self._ensure()[0]
 
+    @property
+    def queries(self) -> QueryDatabase:
+        ledger = self.ledger
+        with self._lock:
+            if self._queries is None:
+                self._queries = QueryDatabase(ledger)
+            return self._queries
+
     def _build_ledger(self) -> Ledger:
         p = self.practice
         if p.dataset is not None:
             return load_dataset(p.dataset, clock=self.now)
-        return generate_ledger(p.seed, p.accounts, self.start_day, clock=self.now)
+        return generate_ledger(
+            p.seed, p.accounts, self.start_day, clock=self.now, clinics=p.clinics
+        )
 
-    def aging(self, as_of: date) -> list[dict[str, Any]]:
-        return self._ensure()[1].report(as_of)
+    def aging(self, as_of: date, clinic: int | None = None) -> list[dict[str, Any]]:
+        return self._ensure()[1].report(as_of, clinic)
 
-    def list_rows(self, table: str, since: str | None, patnum: int | None) -> list[tuple]:
+    def list_rows(self, table: str, filters: tuple[tuple[str, str, Any], ...]) -> list[tuple]:
+        """The rows of `table` matching every (field, op, value) filter, in key order."""
         ledger = self.ledger
-        key = (table, since, patnum, ledger.version)
+        key = (table, filters, ledger.version)
         with self._lock:
             cached = self._lists.get(key)
         if cached is not None:
@@ -124,12 +159,12 @@ class _PracticeRuntime:
         with ledger.lock:
             t = ledger.table(table)
             rows = t.rows
-            if since is not None:
-                i_stamp = t.pos(t.stamp_field)
-                rows = [row for row in rows if row[i_stamp] >= since]
-            if patnum is not None:
-                i_pat = t.pos("PatNum")
-                rows = [row for row in rows if row[i_pat] == patnum]
+            for name, op, value in filters:
+                i = t.pos(name)
+                if op == "since":
+                    rows = [row for row in rows if row[i] >= value]
+                else:
+                    rows = [row for row in rows if row[i] == value]
             if rows is t.rows:
                 rows = list(rows)
         with self._lock:
@@ -224,8 +259,10 @@ class SimulatorServer:
     def ledger(self, practice_id: str) -> Ledger:
         return self.runtime(practice_id).ledger
 
-    def aging_report(self, practice_id: str, as_of: date) -> list[dict[str, Any]]:
-        return self.runtime(practice_id).aging(as_of)
+    def aging_report(
+        self, practice_id: str, as_of: date, clinic: int | None = None
+    ) -> list[dict[str, Any]]:
+        return self.runtime(practice_id).aging(as_of, clinic)
 
     def set_faults(self, practice_id: str, faults: Faults) -> None:
         self.runtime(practice_id).faults.set(faults)
@@ -286,6 +323,7 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 120
 
     _sim_now: datetime | None = None
+    _sim_runtime: _PracticeRuntime | None = None
 
     def setup(self) -> None:
         super().setup()
@@ -295,8 +333,9 @@ class _Handler(BaseHTTPRequestHandler):
         return
 
     def date_time_string(self, timestamp: float | None = None) -> str:
-        if timestamp is None and self._sim_now is not None:
-            timestamp = self._sim_now.replace(tzinfo=UTC).timestamp()
+        """The `Date` header: the practice's server clock, as the GMT instant it is."""
+        if timestamp is None and self._sim_now is not None and self._sim_runtime is not None:
+            timestamp = self._sim_runtime.timestamp(self._sim_now)
         return formatdate(timestamp, usegmt=True)
 
     def do_GET(self) -> None:
@@ -304,6 +343,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
 
     def do_PATCH(self) -> None:
         self._dispatch("PATCH")
@@ -317,14 +359,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         self._sim_now = None
+        self._sim_runtime = None
         url = urlsplit(self.path)
         body = self._read_body()
         if url.path.startswith(CONTROL_PREFIX):
             self._control(method, url.path[len(CONTROL_PREFIX) :], body)
         elif url.path.startswith(API_PREFIX):
-            self._api(method, url.path[len(API_PREFIX) :].strip("/"), url.query)
+            self._api(method, url.path[len(API_PREFIX) :].strip("/"), url.query, body)
         else:
-            self._send_json(404, {"error": f"not found: {url.path}"})
+            self._send_json(404, f"Not found: {url.path}")
 
     def _read_body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
@@ -351,6 +394,8 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
     # --- the Open Dental API ------------------------------------------------------------
+    # Error answers carry their explanation as the body, a JSON string, as Open Dental's:
+    # 400 "PatNum is required."
 
     def send_response(self, code: int, message: str | None = None) -> None:
         # Record an API request before its answer leaves, so a client that has the answer
@@ -361,17 +406,19 @@ class _Handler(BaseHTTPRequestHandler):
             self.simulator.record(RequestRecord(*pending, code))
         super().send_response(code, message)
 
-    def _api(self, method: str, endpoint: str, query: str) -> None:
+    def _api(self, method: str, endpoint: str, query: str, body: bytes) -> None:
         params = {k.lower(): v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
+        endpoint = ENDPOINT_NAMES.get(endpoint.lower(), endpoint)
         practice = self._authenticate()
         pid = practice.practice.id if practice else None
         self._pending_record = (pid, method, endpoint, params)
         try:
             if practice is None:
-                self._send_json(401, {"error": "Invalid Authorization header"})
+                self._send_json(401, "Invalid Authorization header.")
                 return
+            self._sim_runtime = practice
             self._sim_now = practice.now()
-            self._serve_api(practice, method, endpoint, params)
+            self._serve_api(practice, method, endpoint, params, body)
         finally:
             if self._pending_record is not None:  # no response was sent (dropped connection)
                 self._pending_record = None
@@ -388,7 +435,12 @@ class _Handler(BaseHTTPRequestHandler):
         return self.simulator.practice_for_key(customer_key)
 
     def _serve_api(
-        self, practice: _PracticeRuntime, method: str, endpoint: str, params: dict[str, str]
+        self,
+        practice: _PracticeRuntime,
+        method: str,
+        endpoint: str,
+        params: dict[str, str],
+        body: bytes,
     ) -> int | None:
         faults = practice.faults.snapshot()
         if faults.slow_seconds > 0:
@@ -399,23 +451,22 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         if fault == "rate_limit":
             self._send_json(
-                429,
-                {"error": "Too many requests"},
-                {"Retry-After": str(faults.retry_after_seconds)},
+                429, "Too many requests.", {"Retry-After": str(faults.retry_after_seconds)}
             )
             return 429
         if fault == "server_error":
-            self._send_json(503, {"error": "Service unavailable"})
+            self._send_json(503, "Service unavailable.")
             return 503
         try:
-            if method != "GET":
-                raise ApiError(405, f"method {method} not allowed")
-            rows = self._page(practice, endpoint, params, faults)
+            rows = self._page(practice, method, endpoint, params, body, faults)
         except ApiError as error:
-            self._send_json(error.status, {"error": error.message})
+            self._send_json(error.status, error.message)
+            return error.status
+        except QueryError as error:
+            self._send_json(error.status, error.message)
             return error.status
         except Exception as error:  # a simulator bug must not look like a dropped connection
-            self._send_json(500, {"error": f"simulator error: {error!r}"})
+            self._send_json(500, f"simulator error: {error!r}")
             return 500
         data = encode_json(rows)
         if fault == "truncate":
@@ -433,24 +484,45 @@ class _Handler(BaseHTTPRequestHandler):
         self._hang_up()
 
     def _page(
-        self, practice: _PracticeRuntime, endpoint: str, params: dict[str, str], faults: Faults
+        self,
+        practice: _PracticeRuntime,
+        method: str,
+        endpoint: str,
+        params: dict[str, str],
+        body: bytes,
+        faults: Faults,
     ) -> list[dict[str, Any]]:
         offset = _int_param(params, "offset", 0, minimum=0)
-        limit = min(_int_param(params, "limit", PAGE_SIZE, minimum=1), PAGE_SIZE)
         start = offset - 1 if faults.duplicate_rows and offset > 0 else offset
+        list_endpoint = LIST_ENDPOINTS.get(endpoint.lower())
+        if endpoint == SHORT_QUERY_ENDPOINT:
+            _require_method(method, "PUT")
+            if not practice.practice.queries_permission:
+                raise ApiError(401, NO_QUERIES_PERMISSION)
+            sql = _sql_command(body)
+            assert self._sim_now is not None
+            page = practice.queries.page(sql, start, self._sim_now)
+            # Without a total, only the faults that need none apply to query results.
+            return corrupt_page(endpoint, page, start, 0, faults)
+        _require_method(method, "GET")
+        limit = min(_int_param(params, "limit", PAGE_SIZE, minimum=1), PAGE_SIZE)
         if endpoint == AGING_ENDPOINT:
-            report = practice.aging(_as_of_param(params))
+            clinic = _int_param(params, "clinicnum", None, minimum=0)
+            as_of = _as_of_param(params)
+            # Without ClinicNum, the one-argument call tests may stand in for (runtime.aging).
+            report = practice.aging(as_of) if clinic is None else practice.aging(as_of, clinic)
             total = len(report)
             page = [dict(row) for row in report[start : start + limit]]
-        elif endpoint in TABLE_NAMES:
-            since = _stamp_param(params, STAMP_FIELDS[endpoint])
-            patnum = _int_param(params, "patnum", None, minimum=0)
-            rows = practice.list_rows(endpoint, since, patnum)
+        elif list_endpoint is not None:
+            rows = practice.list_rows(list_endpoint.table, _filters(list_endpoint, params))
             total = len(rows)
-            as_dict = practice.ledger.table(endpoint).as_dict
-            page = [as_dict(row) for row in rows[start : start + limit]]
+            as_dict = practice.ledger.table(list_endpoint.table).as_dict
+            assert self._sim_now is not None
+            server_time = self._sim_now.strftime(STAMP_FORMAT)
+            shape = list_endpoint.shape
+            page = [shape(as_dict(row), server_time) for row in rows[start : start + limit]]
         else:
-            raise ApiError(404, f"unknown endpoint: {endpoint}")
+            raise ApiError(404, f"Unknown endpoint: {endpoint}")
         return corrupt_page(endpoint, page, start, total, faults)
 
     # --- control endpoints (loopback only) ----------------------------------------------
@@ -531,23 +603,32 @@ def _is_loopback(address: str) -> bool:
     return address.startswith("127.") or address in ("::1", "::ffff:127.0.0.1")
 
 
-def _int_param(params: dict[str, str], name: str, default: int | None, minimum: int) -> Any:
+def _int_param(
+    params: dict[str, str],
+    name: str,
+    default: int | None,
+    minimum: int,
+    label: str | None = None,
+) -> Any:
     raw = params.get(name)
     if raw is None:
         return default
+    label = label or {"offset": "Offset", "limit": "Limit", "clinicnum": "ClinicNum"}.get(
+        name, name
+    )
     try:
         value = int(raw)
     except ValueError:
-        raise ApiError(400, f"{name} must be an integer") from None
+        raise ApiError(400, f"{label} is not a valid number.") from None
     if value < minimum:
-        raise ApiError(400, f"{name} must be at least {minimum}")
+        raise ApiError(400, f"{label} must be at least {minimum}.")
     return value
 
 
 def _as_of_param(params: dict[str, str]) -> date:
     raw = params.get("dateasof")
     if not raw:
-        raise ApiError(400, "DateAsOf is required (yyyy-MM-dd)")
+        raise ApiError(400, "DateAsOf is required (yyyy-MM-dd).")
     try:
         if not DATE_RE.match(raw):
             raise ValueError
@@ -567,4 +648,40 @@ def _stamp_param(params: dict[str, str], name: str) -> str | None:
         moment = datetime.fromisoformat(raw)
     except ValueError:
         raise ApiError(400, f"{name} is not a yyyy-MM-dd HH:mm:ss timestamp: {raw!r}") from None
-    return moment.strftime("%Y-%m-%d %H:%M:%S")
+    return moment.strftime(STAMP_FORMAT)
+
+
+def _filters(endpoint: ListEndpoint, params: dict[str, str]) -> tuple[tuple[str, str, Any], ...]:
+    """An endpoint's filters from the query string: refused and required parameters first,
+    then each filter it has; any other parameter is ignored, as Open Dental ignores it."""
+    for param, message in endpoint.refused.items():
+        if param in params:
+            raise ApiError(400, message)
+    for param, message in endpoint.required.items():
+        if not params.get(param, "").strip():
+            raise ApiError(400, message)
+    ignored = {i for p, names in endpoint.overrides.items() if p in params for i in names}
+    filters: list[tuple[str, str, Any]] = []
+    for param, (field_name, op) in endpoint.filters.items():
+        if param not in params or param in ignored:
+            continue
+        if op == "since":
+            filters.append((field_name, op, _stamp_param(params, field_name)))
+        else:
+            filters.append((field_name, op, _int_param(params, param, None, 0, field_name)))
+    return tuple(filters)
+
+
+def _require_method(method: str, allowed: str) -> None:
+    if method != allowed:
+        raise ApiError(405, f"The method {method} is not allowed here (use {allowed}).")
+
+
+def _sql_command(body: bytes) -> Any:
+    try:
+        document = json.loads(body) if body.strip() else None
+    except ValueError:
+        raise ApiError(400, "The request body is not valid JSON.") from None
+    if not isinstance(document, dict) or "SqlCommand" not in document:
+        raise ApiError(400, "SqlCommand is required.")
+    return document["SqlCommand"]

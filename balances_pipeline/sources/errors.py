@@ -43,3 +43,12 @@ class TransientSourceError(SourceError):
     """Retries exhausted on throttling, server errors, timeouts, bodies cut short or
     attempts past `request_deadline_seconds`: a later attempt of the whole extraction may
     succeed."""
+
+
+class PermissionMissingError(AuthenticationError):
+    """The key is valid but lacks one permission (e.g. Queries): that endpoint answers 401
+    with a message naming it. `permission` is the name (e.g. "Queries")."""
+
+    def __init__(self, message: str, permission: str) -> None:
+        super().__init__(message)
+        self.permission = permission

@@ -308,7 +308,7 @@ def build_retry(
         status=max_retries,
         other=0,
         redirect=0,
-        allowed_methods=frozenset({"GET"}),
+        allowed_methods=frozenset({"GET", "PUT"}),  # PUT: ShortQuery, a read-only query
         status_forcelist=RETRY_STATUSES,
         backoff_factor=backoff_factor,
         backoff_jitter=jitter,

@@ -46,9 +46,11 @@ message, a log record or a repr.
 from __future__ import annotations
 
 import http.client
+import json
 import logging
+import re
 from collections.abc import Callable, Iterator
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, TypeVar
@@ -67,6 +69,7 @@ from balances_pipeline.sources.credentials import opendental_authorization
 from balances_pipeline.sources.errors import (
     AuthenticationError,
     MalformedResponseError,
+    PermissionMissingError,
     ResponseTooLargeError,
     SourceError,
     TransientSourceError,
@@ -82,14 +85,31 @@ from balances_pipeline.sources.http import (
     read_content,
 )
 from balances_pipeline.sources.opendental.rows import (
+    ADJUSTMENTS_ENDPOINT,
     AGING_ENDPOINT,
+    CLAIMPROCS_ENDPOINT,
+    LEDGER_RELATIONS,
     PATIENTS_ENDPOINT,
-    changed_since_parameter,
+    PAYSPLITS_ENDPOINT,
+    PROCEDURES_ENDPOINT,
     ledger_page_parser,
     parse_aging_page,
     parse_patient_page,
 )
-from balances_pipeline.sources.opendental.values import decode_json_list
+from balances_pipeline.sources.opendental.shortquery import (
+    SHORT_QUERY_ENDPOINT,
+    SHORT_QUERY_PAGE_ROWS,
+    clock_sql,
+    count_sql,
+    format_timestamp,
+    ledger_sql,
+    to_rest_row,
+)
+from balances_pipeline.sources.opendental.values import (
+    decode_json_list,
+    parse_integer,
+    parse_timestamp,
+)
 from balances_pipeline.sources.rows import AgingReportRow, Page, PatientRow
 
 logger = logging.getLogger(__name__)
@@ -145,15 +165,55 @@ def _framed(response: requests.Response) -> bool:
     return "Content-Length" in response.headers or "chunked" in encoding
 
 
-def _server_clock(response: requests.Response) -> datetime | None:
-    """The server's clock from its `Date` header, as a naive datetime (or None)."""
+def _server_clock(response: requests.Response, zone: Any) -> datetime | None:
+    """The server's clock from its `Date` header (GMT), converted to server-local time with
+    the practice's time zone, as a naive datetime (or None)."""
     header = response.headers.get("Date")
     if not header:
         return None
     try:
-        return parsedate_to_datetime(header).replace(tzinfo=None)
+        moment = parsedate_to_datetime(header)
     except (TypeError, ValueError):
         return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(zone).replace(tzinfo=None)
+
+
+EXPLANATION_MAX_CHARS = 200
+_EXPLANATION_READ_BYTES = 16 * 1024
+_SECRET_PATTERN = re.compile(r"ODFHIR\s+\S+", re.IGNORECASE)
+_PERMISSION_PATTERN = re.compile(r"permission (?:for|to) ([A-Za-z][A-Za-z ]{0,40}?)[.!]?$",
+                                 re.IGNORECASE)
+
+
+def explanation_text(body: bytes, secrets: tuple[str, ...]) -> str:
+    """The explanation of an error answer on one line: a JSON string body decoded, any
+    secret scrubbed, at most EXPLANATION_MAX_CHARS characters."""
+    text = body.decode("utf-8", errors="replace").strip()
+    try:
+        decoded = json.loads(text)
+    except ValueError:
+        decoded = None
+    if isinstance(decoded, str):
+        text = decoded
+    elif isinstance(decoded, dict):
+        text = str(decoded.get("message") or decoded.get("Message") or "")
+    elif decoded is not None:  # a list, a number: no explanation
+        text = ""
+    text = _SECRET_PATTERN.sub("ODFHIR [redacted]", text)
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "[redacted]")
+    text = " ".join(text.split())
+    if len(text) > EXPLANATION_MAX_CHARS:
+        text = text[: EXPLANATION_MAX_CHARS - 3] + "..."
+    return text
+
+
+LEDGER_PATH_SHORTQUERY = "ShortQuery"
+LEDGER_PATH_REST = "REST fallback"
+REST_PATIENTS_ENDPOINT = "/patients/Simple"
 
 
 class OpenDentalClient:
@@ -190,6 +250,11 @@ class OpenDentalClient:
         )
         # From the first answer's `Date` header: the server's clock, for incremental cursors.
         self.server_clock: datetime | None = None
+        # Ledger mode: which path (ShortQuery or the REST fallback), and the permission
+        # whose absence made it fall back.
+        self.ledger_path: str | None = None
+        self.missing_permission: str | None = None
+        self._clock_pending = False  # REST fallback: the clock from serverDateTime
         if not practice.verify_tls and self.source.base_url.startswith("https:"):
             logger.warning("practice %s: TLS certificate verification is turned off", practice.id)
 
@@ -216,26 +281,152 @@ class OpenDentalClient:
     def aging_report_pages(self, as_of: date) -> Iterator[Page[AgingReportRow]]:
         """Every guarantor of the aging report as of `as_of`, page by page."""
         params = {"DateAsOf": as_of.isoformat()}
+        if self.source.clinic_num is not None:
+            params["ClinicNum"] = str(self.source.clinic_num)
         return self._pages(AGING_ENDPOINT, params, parse_aging_page)
 
     def patient_pages(self) -> Iterator[Page[PatientRow]]:
         """Every patient, page by page."""
         return self._pages(PATIENTS_ENDPOINT, {}, parse_patient_page)
 
-    def ledger_pages(
-        self, endpoint: str, changed_since: datetime | None = None
-    ) -> Iterator[Page[Any]]:
-        """Rows of one ledger endpoint (`/procedurelogs`, ...), all of them or only those
-        changed at or after `changed_since` (the server's own clock, `DateTStamp` or
-        `SecDateTEdit` by endpoint). Keys repeated across pages are left for the caller to
-        find in its staging tables (`StagingDatabase.first_duplicate_key`)."""
-        params = {}
-        if changed_since is not None:
-            stamp = changed_since.strftime("%Y-%m-%d %H:%M:%S")
-            params[changed_since_parameter(endpoint)] = stamp
-        return self._pages(
-            endpoint, params, ledger_page_parser(endpoint), keys_across_pages=False
-        )
+    def choose_ledger_path(self) -> str:
+        """ShortQuery when the key has the Queries permission, else the REST fallback.
+
+        Asks `SELECT NOW()` once: its answer is the server's clock when the read began (the
+        next cursors); a 401 naming the missing permission means the REST fallback.
+        """
+        if self.ledger_path is not None:
+            return self.ledger_path
+        try:
+            rows = self._short_query_rows(clock_sql(), 0)
+        except PermissionMissingError as missing:
+            logger.info("practice %s: no %s permission: reading the ledger through REST",
+                        self.practice.id, missing.permission)
+            self.ledger_path = LEDGER_PATH_REST
+            self.missing_permission = missing.permission
+            self._clock_pending = True  # from the first /patients/Simple answer instead
+            return self.ledger_path
+        first = rows[0] if rows and isinstance(rows[0], dict) else {}
+        clock = parse_timestamp(next(iter(first.values()), None)) if first else None
+        if clock is None:
+            raise MalformedResponseError(
+                f"practice {self.practice.id}: {SHORT_QUERY_ENDPOINT}: SELECT NOW() "
+                "answered no timestamp"
+            )
+        self.server_clock = clock
+        self.ledger_path = LEDGER_PATH_SHORTQUERY
+        return self.ledger_path
+
+    def ledger_sources(self, changed_since: dict[str, datetime]) -> list[Iterator[Page[Any]]]:
+        """The ledger's page iterators, one per endpoint in `LEDGER_RELATIONS` order: all
+        rows, or those changed at or after `changed_since[endpoint]` where given. Keys
+        repeated across pages are left to staging's duplicate-key check."""
+        if self.choose_ledger_path() == LEDGER_PATH_SHORTQUERY:
+            return [self._short_query_pages(endpoint, changed_since.get(endpoint))
+                    for endpoint in LEDGER_RELATIONS]
+        return self._rest_ledger_sources(changed_since)
+
+    # -- ledger through ShortQuery ---------------------------------------------------------
+
+    def _short_query_rows(self, sql: str, offset: int) -> list[Any]:
+        body = json.dumps({"SqlCommand": sql})
+        return self._request_rows("PUT", SHORT_QUERY_ENDPOINT, {"Offset": offset}, offset,
+                                  body=body)
+
+    def _short_query_pages(self, endpoint: str, since: datetime | None) -> Iterator[Page[Any]]:
+        sql = ledger_sql(endpoint, since, self.source.clinic_num)
+        parse = ledger_page_parser(endpoint)
+        offset = 0
+        while True:
+            rows = self._short_query_rows(sql, offset)
+            self.stats.pages += 1
+            page = parse(self.practice.id, [to_rest_row(endpoint, row) for row in rows],
+                         offset, None)
+            if rows:
+                yield page
+            if len(rows) < SHORT_QUERY_PAGE_ROWS:
+                break
+            offset += len(rows)
+
+    # -- ledger through the REST fallback --------------------------------------------------
+
+    def _rest_ledger_sources(
+        self, changed_since: dict[str, datetime]
+    ) -> list[Iterator[Page[Any]]]:
+        """`/patients/Simple` (every patient: the adjustments are read per patient and a
+        clinic is its guarantors' families), `/procedurelogs` by `DateTStamp`,
+        `/claimprocs` and `/paysplits` in full (no changed-since filter exists), and
+        `/adjustments?PatNum=` once per patient in scope."""
+        scope: set[int] = set()
+
+        def patients() -> Iterator[Page[Any]]:
+            kept = self._read_patients_in_scope()
+            scope.update(kept_row["PatNum"] for kept_row in kept)
+            parse = ledger_page_parser(PATIENTS_ENDPOINT)
+            for start in range(0, len(kept), REMOTE_MAX_PAGE_ROWS):
+                yield parse(self.practice.id, kept[start:start + REMOTE_MAX_PAGE_ROWS],
+                            start, None)
+
+        def in_scope(endpoint: str, params: dict[str, str]) -> Iterator[Page[Any]]:
+            parse = ledger_page_parser(endpoint)
+
+            def filtered(practice_id: str, rows: list[Any], offset: int, seen: Any) -> Any:
+                if self.source.clinic_num is not None:
+                    rows = [row for row in rows if _pat_num(row) in scope]
+                return parse(practice_id, rows, offset, seen)
+
+            return self._pages(endpoint, params, filtered, keys_across_pages=False)
+
+        def procedures() -> Iterator[Page[Any]]:
+            since = changed_since.get(PROCEDURES_ENDPOINT)
+            params = {"DateTStamp": format_timestamp(since)} if since else {}
+            yield from in_scope(PROCEDURES_ENDPOINT, params)
+
+        def adjustments() -> Iterator[Page[Any]]:
+            for pat_num in sorted(scope):
+                yield from self._pages(
+                    ADJUSTMENTS_ENDPOINT, {"PatNum": str(pat_num)},
+                    ledger_page_parser(ADJUSTMENTS_ENDPOINT), keys_across_pages=False,
+                )
+
+        return [patients(), procedures(), in_scope(CLAIMPROCS_ENDPOINT, {}),
+                in_scope(PAYSPLITS_ENDPOINT, {}), adjustments()]
+
+    def _read_patients_in_scope(self) -> list[dict[str, Any]]:
+        """Every patient of `/patients/Simple` (only the fields the pipeline reads; names
+        only of guarantors), limited to the clinic's guarantors' families with a
+        `clinic_num`. Sets the server clock from the first row's `serverDateTime`."""
+        kept: list[dict[str, Any]] = []
+        clinic_of: dict[int, int | None] = {}
+        offset = 0
+        while True:
+            rows = self._get_rows(REST_PATIENTS_ENDPOINT, self._query({}, offset), offset)
+            self.stats.pages += 1
+            for row in rows:
+                if not isinstance(row, dict):
+                    kept.append(row)
+                    continue
+                if offset == 0 and "serverDateTime" in row and self._clock_pending:
+                    clock = parse_timestamp(row["serverDateTime"])
+                    if clock is not None:
+                        self.server_clock = clock
+                        self._clock_pending = False
+                pat_num = _pat_num(row)
+                guarantor, _ = parse_integer(row.get("Guarantor"))
+                minimal = {name: row[name] for name in PATIENT_LEDGER_FIELDS if name in row}
+                if pat_num is not None and guarantor is not None and pat_num != guarantor:
+                    minimal["LName"] = minimal["FName"] = ""
+                kept.append(minimal)
+                if pat_num is not None:
+                    clinic_of[pat_num] = parse_integer(row.get("ClinicNum"))[0]
+            if len(rows) < min(self.source.page_size, REMOTE_MAX_PAGE_ROWS):
+                break
+            offset += len(rows)
+        clinic = self.source.clinic_num
+        if clinic is None:
+            return kept
+        return [row for row in kept if isinstance(row, dict)
+                and clinic_of.get(parse_integer(row.get("Guarantor"))[0] or -1) == clinic]
 
     def check_connection(self) -> dict[str, Any]:
         """Read one page of `/patients`; counts only, no row content."""
@@ -248,6 +439,42 @@ class OpenDentalClient:
             "rows": len(page.rows),
             "rejected": len(page.rejected),
             **self.stats.as_dict(),
+        }
+
+    def ledger_cost_estimate(self) -> dict[str, Any]:
+        """The ledger path and the requests a sync makes, estimated from row counts (counts
+        only: `SELECT COUNT(*)` through ShortQuery, or paging `/patients/Simple`)."""
+        path = self.choose_ledger_path()
+        pages = _pages_for  # 100 rows a page: ShortQuery's and the Remote API's cap
+        aging = 1  # and at least one page of /reports/Aging on full refreshes
+        if path == LEDGER_PATH_SHORTQUERY:
+            counts = {}
+            for endpoint in LEDGER_RELATIONS:
+                rows = self._short_query_rows(count_sql(endpoint, self.source.clinic_num), 0)
+                first = rows[0] if rows and isinstance(rows[0], dict) else {}
+                counts[endpoint] = parse_integer(first.get("n"))[0] or 0
+            full = 1 + sum(pages(n) for n in counts.values())
+            return {
+                "path": path, "missing_permission": None,
+                "full_requests": full + aging,
+                "full_detail": "SELECT NOW(), then "
+                + ", ".join(f"{pages(n)} pages of {endpoint.strip('/')} ({n} rows)"
+                            for endpoint, n in counts.items())
+                + ", and the aging report to reconcile",
+                "incremental_requests": 1 + len(counts),
+                "incremental_detail": "SELECT NOW(), then about one page per table",
+            }
+        patients = len(self._read_patients_in_scope())
+        return {
+            "path": path, "missing_permission": self.missing_permission,
+            "full_requests": f"about {1 + pages(patients) + patients + 3} plus the pages of "
+                             "procedurelogs, claimprocs and paysplits (whole tables)",
+            "full_detail": f"{pages(patients)} pages of /patients/Simple ({patients} patients), "
+                           f"{patients} requests of /adjustments (one per patient)",
+            "incremental_requests": f"about {1 + pages(patients) + patients + 2} plus the "
+                                    "pages of claimprocs and paysplits (whole tables)",
+            "incremental_detail": "only /procedurelogs reads changes; the REST API has no "
+                                  "changed-since filter on the others",
         }
 
     # -- paging -----------------------------------------------------------------------
@@ -301,12 +528,21 @@ class OpenDentalClient:
         return f"practice {self.practice.id}: {endpoint} offset {offset}"
 
     def _get_rows(self, endpoint: str, query: dict[str, Any], offset: int) -> list[Any]:
+        return self._request_rows("GET", endpoint, query, offset)
+
+    def _request_rows(
+        self, method: str, endpoint: str, query: dict[str, Any], offset: int,
+        body: str | None = None,
+    ) -> list[Any]:
         """One page's rows. The session retries the request; raises `SourceError`s."""
         retries_before = self.stats.retries
         try:
-            response = self._session.get(
+            response = self._session.request(
+                method,
                 f"{self.source.base_url}{endpoint}",
                 params=query,
+                data=body.encode("utf-8") if body is not None else None,
+                headers={"Content-Type": "application/json"} if body is not None else None,
                 auth=self._auth,
                 timeout=self._timeout,
                 allow_redirects=False,
@@ -321,7 +557,7 @@ class OpenDentalClient:
         with response:
             self._check_status(response, endpoint, offset, retries_before)
             if self.server_clock is None:
-                self.server_clock = _server_clock(response)
+                self.server_clock = _server_clock(response, self.practice.zone)
             try:
                 body = read_content(response, self._limits.max_body_bytes)
             except BodyTooLarge as exc:
@@ -363,19 +599,56 @@ class OpenDentalClient:
             return TransientSourceError(f"{where}: {failure} after {retries} retries")
         return SourceError(f"{where}: {_describe_failure(exc)}")
 
+    def _explanation(self, response: requests.Response) -> str:
+        try:
+            body = read_content(response, min(self._limits.max_body_bytes,
+                                              _EXPLANATION_READ_BYTES))
+        except (BodyTooLarge, requests.RequestException):
+            return ""
+        secrets = (self._auth._value, *self._auth._value.removeprefix("ODFHIR ").split("/"))
+        return explanation_text(body, secrets)
+
     def _check_status(
         self, response: requests.Response, endpoint: str, offset: int, retries_before: int
     ) -> None:
         status = response.status_code
         if 200 <= status < 300:
             return
-        if status in (401, 403):
-            logger.error("practice %s: HTTP %d from %s", self.practice.id, status, endpoint)
-            raise AuthenticationError(f"authentication failed for practice {self.practice.id}")
         where = self._where(endpoint, offset)
+        if status in (401, 403):
+            explanation = self._explanation(response)
+            said = f" (HTTP {status}: {explanation})" if explanation else f" (HTTP {status})"
+            permission = _PERMISSION_PATTERN.search(explanation)
+            if permission:
+                name = permission.group(1).strip()
+                logger.info("practice %s: HTTP %d from %s: no %s permission",
+                            self.practice.id, status, endpoint, name)
+                raise PermissionMissingError(
+                    f"practice {self.practice.id}: the customer key lacks the {name} "
+                    f"permission for {endpoint}{said}", name,
+                )
+            logger.error("practice %s: HTTP %d from %s", self.practice.id, status, endpoint)
+            raise AuthenticationError(f"authentication failed for practice {self.practice.id}"
+                                      f"{said}")
         if status == 429 or status in (500, 502, 503, 504):
             retries = self.stats.retries - retries_before
             raise TransientSourceError(f"{where}: HTTP {status} after {retries} retries")
         if 300 <= status < 400:
             raise SourceError(f"{where}: HTTP {status} (redirects are not followed)")
-        raise SourceError(f"{where}: HTTP {status}")
+        explanation = self._explanation(response)
+        raise SourceError(f"{where}: HTTP {status}" + (f": {explanation}" if explanation else ""))
+
+
+def _pages_for(rows: int) -> int:
+    """Requests to page `rows` rows at 100 a page (a last, shorter page always ends it)."""
+    return rows // REMOTE_MAX_PAGE_ROWS + 1
+
+
+PATIENT_LEDGER_FIELDS = ("PatNum", "Guarantor", "LName", "FName", "PatStatus", "DateTStamp")
+
+
+def _pat_num(row: Any) -> int | None:
+    if not isinstance(row, dict):
+        return None
+    number, _ = parse_integer(row.get("PatNum"))
+    return number

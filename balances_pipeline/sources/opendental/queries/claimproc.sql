@@ -1,0 +1,11 @@
+-- Ledger mode through ShortQuery: the claimproc rows the pipeline needs, and only their
+-- needed columns. {since}: a timestamp formatted by the connector; {clinic}: a validated
+-- integer, -1 for the whole database (a clinic's ledger: the families whose guarantor is
+-- assigned to that clinic, whatever clinic each row was entered at).
+SELECT ClaimProcNum, ProcNum, ClaimNum, PatNum, Status, InsPayEst, InsPayAmt, WriteOff, WriteOffEst, DateCP, SecDateTEdit
+FROM claimproc
+WHERE SecDateTEdit >= '{since}'
+  AND ({clinic} < 0 OR PatNum IN (
+      SELECT p.PatNum FROM patient p JOIN patient g ON g.PatNum = p.Guarantor
+      WHERE g.ClinicNum = {clinic}))
+ORDER BY ClaimProcNum
