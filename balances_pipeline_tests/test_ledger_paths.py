@@ -14,7 +14,7 @@ from balances_pipeline.config import load_practices
 from balances_pipeline.simulator import SimPractice, SimulatorServer
 from balances_pipeline.sources.check import check_source
 from balances_pipeline.sources.errors import AuthenticationError, SourceError
-from balances_pipeline.sources.opendental import client as client_module
+from balances_pipeline.sources.opendental import transport as client_module
 from balances_pipeline.sources.opendental.client import OpenDentalClient
 from balances_pipeline.sources.opendental.shortquery import PHI_COLUMNS, TABLES, ledger_sql
 from balances_pipeline.storage.working_db import WorkingDatabase
