@@ -5,6 +5,13 @@ changes (a new schema version, derived from the views' SQL, or `BALANCES_HOME` m
 new file is built under a temporary name and renamed over it. An analyst holding the old
 file open keeps working and sees the new views on reconnect; no sync ever waits for an
 analyst.
+
+Each relation's view reads the files whose names carry their snapshot id (see
+`storage/snapshots.py`) and keeps, per practice (and day, for `balance_history`), only the
+rows of the newest file it read: a query bound just before a publish reads the previous
+snapshot whole, never a mix and never a practice twice. The file name is a hidden column
+(`filename`), never one of the view's. Paths are escaped for DuckDB's glob syntax, so a
+`BALANCES_HOME` may contain `[`, `*` or `?`.
 """
 
 from __future__ import annotations
@@ -22,19 +29,36 @@ from balances_pipeline.schema import (
     select_list,
 )
 from balances_pipeline.storage import duck
+from balances_pipeline.storage.history import upgrade_history
 from balances_pipeline.storage.layout import Layout
+from balances_pipeline.storage.published_names import EMPTY_SUFFIX, glob_escape
 from balances_pipeline.storage.snapshots import SnapshotStore, sql_literal
 from balances_pipeline.storage.sql_files import load_sql
 
 
 def _view_sql(relation: str, current_dir: str, history_dir: str) -> str:
+    # `[!.]*`: never a hidden entry (a temporary file or symlink).
     if relation in HISTORY_RELATIONS:
-        pattern = sql_literal(f"{history_dir}/*/*.parquet")
+        pattern = f"{glob_escape(history_dir)}/[!.]*/[!.]*@*.parquet"
+        newest_per = "practice_id, snapshot_date"
     else:
-        pattern = sql_literal(f"{current_dir}/*/{relation}.parquet")
+        pattern = f"{glob_escape(current_dir)}/[!.]*/{relation}@*.parquet"
+        newest_per = "practice_id"
+    # One scan, MATERIALIZED: the glob is listed once per query and both uses below read
+    # that one listing. (A window, `QUALIFY filename = max(filename) OVER (...)`, is
+    # rewritten by DuckDB into a self-join of two scans, each listing the directory on its
+    # own: a publish in between made the practice vanish from the query.) Snapshot ids
+    # being fixed-width and increasing, the greatest name is the newest file.
     return (
-        f"CREATE VIEW {relation} AS SELECT\n  {select_list(relation)}\n"  # noqa: S608
-        f"FROM read_parquet({pattern}, union_by_name = true)"
+        f"CREATE VIEW {relation} AS\n"  # noqa: S608
+        f"WITH files AS MATERIALIZED (\n"
+        f"  SELECT * FROM read_parquet({sql_literal(pattern)}, union_by_name = true,"
+        " filename = true)\n"
+        ")\n"
+        f"SELECT\n  {select_list(relation)}\n"
+        "FROM files\n"
+        f"WHERE filename IN (SELECT max(filename) FROM files GROUP BY {newest_per})\n"
+        f"  AND NOT ends_with(filename, {sql_literal(EMPTY_SUFFIX)})"
     )
 
 
@@ -78,9 +102,13 @@ def _current_fingerprint(layout: Layout) -> str | None:
 
 def ensure_analyst_warehouse(layout: Layout, *, force: bool = False) -> bool:
     """Build `warehouse.duckdb` if it is missing or outdated. Returns True if it was (re)built."""
-    SnapshotStore(layout).ensure_schema_placeholder()
+    store = SnapshotStore(layout)
+    store.ensure_schema_placeholder()
     if not force and _current_fingerprint(layout) == _fingerprint(layout):
         return False
+    # Files an earlier release published get the names the views read.
+    store.upgrade_published()
+    upgrade_history(layout)
     temporary = layout.warehouse_path.with_name(f".warehouse.{uuid.uuid4().hex}.tmp")
     con = duck.connect(layout.duckdb, temporary)
     try:

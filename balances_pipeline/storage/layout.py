@@ -3,8 +3,11 @@
     warehouse.duckdb                 analyst file: views over the published snapshots only
     published/current/<practice>     symlink to the practice's current snapshot (atomic swap)
     published/current/_schema        zero-row files so views work before any sync
-    published/snapshots/<practice>/  immutable snapshot directories of Parquet files
-    published/history/<practice>/    balance_history: one file per practice-local day
+    published/snapshots/<practice>/  immutable snapshot directories of Parquet files:
+                                     `<relation>.parquet` (the pipeline's), and the names
+                                     views read, `<relation>@<snapshot_id>.parquet`
+    published/history/<practice>/    balance_history: `<day>@<snapshot_id>.parquet` files
+    published/.switch/               symlinks being made, renamed into current/
     pipeline/working.duckdb          the pipeline's working database (state, history)
     pipeline/locks/                  cross-process locks (working database, per practice)
     staging/<practice>/              per-sync staging databases (extraction writes here)
@@ -19,14 +22,15 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from balances_pipeline.settings import SettingsError
 from balances_pipeline.storage.duck import DuckSettings
 
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
 
 
-class HomeError(RuntimeError):
-    pass
+class HomeError(SettingsError):
+    """`BALANCES_HOME` (or the settings that go with it) cannot be used (one line)."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,16 @@ class Layout:
     home: Path
     shared_group: str | None = None
     duckdb_memory_limit: str = "64MB"
+
+    def __post_init__(self) -> None:
+        # `[` and `*` are fine (the analyst views escape them for DuckDB's glob syntax); a
+        # `?` is not: DuckDB reads it in a database file's path as the start of options and
+        # cannot keep a database (its write-ahead log) under such a directory.
+        if "?" in str(self.home):
+            raise HomeError(
+                f"BALANCES_HOME {str(self.home)!r} contains '?', which DuckDB cannot have in"
+                " a database path; choose a home without it"
+            )
 
     @property
     def duckdb(self) -> DuckSettings:
