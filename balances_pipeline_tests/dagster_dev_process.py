@@ -303,3 +303,17 @@ class WebhookReceiver:
     def raw(self) -> list[bytes]:
         with self._lock:
             return list(self.bodies)
+
+
+def dagster_dev_env(keys: dict[str, str], balances_home: Path, practices_file: Path,
+                    webhook_url: str, dagster_home: Path) -> dict[str, str]:
+    """The environment of a `dagster dev` under test: this one without `BALANCES_AS_OF`
+    (schedules use the real date), the practices' keys, and the deployment's settings."""
+    return {
+        **{k: v for k, v in os.environ.items() if k != "BALANCES_AS_OF"},
+        **keys,
+        "BALANCES_HOME": str(balances_home),
+        "BALANCES_PRACTICES_FILE": str(practices_file),
+        "BALANCES_ALERT_WEBHOOK_URL": webhook_url,
+        "DAGSTER_HOME": str(dagster_home),
+    }

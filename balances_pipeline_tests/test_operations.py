@@ -39,6 +39,7 @@ from balances_pipeline_tests.dagster_dev_process import (
     REPOSITORY_NAME,
     DagsterDev,
     WebhookReceiver,
+    dagster_dev_env,
 )
 from balances_pipeline_tests.operations_helpers import (
     RUN_TIMES,
@@ -104,14 +105,8 @@ def ops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operations]:
             for practice_id, (zone, _) in PRACTICES.items()
         ]
         practices_file = write_practices_file(tmp / "practices.yaml", entries)
-        env = {
-            **{k: v for k, v in os.environ.items() if k != "BALANCES_AS_OF"},
-            **keys,
-            "BALANCES_HOME": str(home.home),
-            "BALANCES_PRACTICES_FILE": str(practices_file),
-            "BALANCES_ALERT_WEBHOOK_URL": webhook.url,
-            "DAGSTER_HOME": str(tmp / "dagster_home"),
-        }
+        env = dagster_dev_env(keys, home.home, practices_file, webhook.url,
+                              tmp / "dagster_home")
         dev = DagsterDev(tmp / "dagster_home", env, tmp / "dagster_dev.log")
         try:
             dev.start()

@@ -1,4 +1,5 @@
-"""Sensors: report failed practice syncs, and practices whose data went stale."""
+"""Sensors: report failed practice syncs, and practices whose data went stale (and sweep the
+published files between publishes)."""
 
 import json
 from datetime import UTC, datetime
@@ -24,9 +25,11 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 )
 
 from balances_pipeline.alerts import new_alert
+from balances_pipeline.config import PracticesFileError
 from balances_pipeline.defs.checks import FRESH
 from balances_pipeline.defs.resources import AlertWebhook, BalancesWarehouse
 from balances_pipeline.pipeline.freshness import stale_practices
+from balances_pipeline.storage.snapshots import SnapshotStore
 
 STALE_CHECK_INTERVAL_SECONDS = 300
 SUMMARY = AssetKey("aging_summary")
@@ -46,17 +49,34 @@ def _failed_sync_error_class(
     return getattr(error, "cls_name", None) or "RunFailure"
 
 
+def _is_our_practice(
+    context: RunFailureSensorContext, warehouse: BalancesWarehouse, practice_id: str
+) -> bool:
+    """Only runs of this deployment's practices are its syncs (an instance may serve other
+    projects). A practices file broken since the location loaded must not hide a failure."""
+    try:
+        return practice_id in warehouse.practices().ids
+    except PracticesFileError as error:
+        context.log.warning(f"practices file unreadable ({error}); reporting the run anyway")
+        return True
+
+
 @run_failure_sensor(
     name="report_failed_syncs",
     default_status=DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=15,
-    description="One log line per failed practice sync, and a webhook post when configured.",
+    # Every run of the instance, not only this code location's: a sync started with
+    # `dagster asset materialize -m balances_pipeline.definitions` (or from another
+    # workspace) belongs to no loaded location, and failed unnoticed.
+    monitor_all_code_locations=True,
+    description="One log line per failed practice sync (however the run was started), and a"
+                " webhook post when configured.",
 )
 def report_failed_syncs(
     context: RunFailureSensorContext, warehouse: BalancesWarehouse, alerts: AlertWebhook
 ) -> None:
     practice_id = context.dagster_run.tags.get("dagster/partition")
-    if not practice_id:
+    if not practice_id or not _is_our_practice(context, warehouse, practice_id):
         return
     alert = new_alert(
         "sync_failed", practice_id, context.dagster_run.run_id,
@@ -121,4 +141,14 @@ def report_stale_practices(
                 metadata={"fresh_until": stale[practice_id].isoformat()},
             )
         )
+    _sweep_published(context, warehouse)
     return SensorResult(asset_events=evaluations, cursor=json.dumps(sorted(stale)))
+
+
+def _sweep_published(context: SensorEvaluationContext, warehouse: BalancesWarehouse) -> None:
+    """The published files' clean-up runs at publishes; this runs it between them too, so
+    retired aliases do not outlive a quiet day (`SnapshotStore.sweep_if_due`)."""
+    try:
+        SnapshotStore(warehouse.layout()).sweep_if_due()
+    except OSError as error:
+        context.log.warning(f"published files not swept: {type(error).__name__}")

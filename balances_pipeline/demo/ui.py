@@ -1,7 +1,10 @@
 """`./dev ui`: the simulator, the Dagster webserver and the daemon, on the demo practices.
 
 Uses `$DAGSTER_HOME` when set, else `$BALANCES_HOME/dagster_home`, and copies the
-repository's `dagster.yaml` there (Dagster reads it only from `$DAGSTER_HOME`).
+repository's `dagster.yaml` there (Dagster reads it only from `$DAGSTER_HOME`). The
+directory is private like `BALANCES_HOME` (0700, its `dagster.yaml` 0600): Dagster's run
+storage keeps run config (override reasons) and logs (account ids), and Dagster creates its
+own files under the default umask.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 
 from balances_pipeline.demo.run import use_demo_environment
 from balances_pipeline.settings import layout_from_env as layout
+from balances_pipeline.storage.layout import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 SIMULATOR_PORT = 9100  # the demo practices file points there
@@ -23,10 +27,16 @@ SIMULATOR_PORT = 9100  # the demo practices file points there
 
 def prepare_dagster_home() -> Path:
     home = Path(os.environ.get("DAGSTER_HOME") or layout().home / "dagster_home")
-    home.mkdir(parents=True, exist_ok=True)
+    home.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    os.chmod(home, PRIVATE_DIR_MODE)  # also an existing one (mkdir's mode obeys the umask)
     instance_file = REPOSITORY / "dagster.yaml"
     if instance_file.exists():
-        shutil.copyfile(instance_file, home / "dagster.yaml")
+        target = home / "dagster.yaml"
+        # Written 0600 from the start, never readable by others for a moment.
+        descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
+        with os.fdopen(descriptor, "wb") as copy, instance_file.open("rb") as source:
+            shutil.copyfileobj(source, copy)
+        os.chmod(target, PRIVATE_FILE_MODE)
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 

@@ -46,7 +46,7 @@ from balances_pipeline.storage.publish import (
     reconcile,
 )
 from balances_pipeline.storage.snapshots import SnapshotStore, copy_to_parquet, sql_literal
-from balances_pipeline.storage.staging import StagingDatabase
+from balances_pipeline.storage.staging import StagingDatabase, remove_staging_files
 from balances_pipeline.storage.working_db import WorkingDatabase
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,13 @@ def publish_practice(
     with practice_lock(layout, practice.id):
         reconcile(layout, working_db, practice.id)
         with working_db.transaction() as con:
-            sync_runs.abandon_unfinished(con, practice.id, ("publishing",))
+            abandoned = sync_runs.abandon_unfinished(con, practice.id, ("publishing",))
             waiting = sync_runs.claim_waiting_extract(con, practice.id)
+        if abandoned:
+            # Killed while publishing: the publish lock we hold says nobody uses them.
+            remove_staging_files(abandoned)
+            log.warning("practice %s: failed %d sync(s) killed while publishing",
+                        practice.id, len(abandoned))
         if waiting is None:
             return recompute_practice(practice, layout)
         staging = StagingDatabase.open(layout.duckdb, Path(waiting.staging_file))

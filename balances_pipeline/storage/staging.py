@@ -107,6 +107,13 @@ class StagingDatabase:
             path.unlink(missing_ok=True)
 
 
+def remove_staging_files(paths: list[str]) -> None:
+    """Delete the staging files (and their WALs) of syncs known to be dead."""
+    for path in map(Path, paths):
+        for file in (path, path.with_name(path.name + ".wal")):
+            file.unlink(missing_ok=True)
+
+
 def remove_stale_staging(folder: Path, keep: set[str]) -> int:
     """Delete staging files of dead syncs: every file of the folder not in `keep`."""
     if not folder.is_dir():
