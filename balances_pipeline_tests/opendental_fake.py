@@ -66,6 +66,9 @@ class FakeOpenDental:
         self.rows = rows or {}
         self.script: list[Reply] = []
         self.always: Reply | None = None
+        # ShortQuery's answer: by default the 401 of a key without Queries.
+        self.short_query = Reply(
+            status=401, body=b'"This customer key does not have permission for Queries."')
         self.seen: list[Seen] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -118,11 +121,11 @@ class FakeOpenDental:
             protocol_version = "HTTP/1.1"
 
             def do_PUT(self) -> None:  # noqa: N802 (http.server's naming)
-                # ShortQuery: this fake's key has no Queries permission (ledger mode takes
-                # the REST fallback); not recorded in `seen`, not scripted.
+                # ShortQuery: `fake.short_query` (by default, no Queries permission: ledger
+                # mode takes the REST fallback); not recorded in `seen`, not scripted.
                 self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                body = b'"This customer key does not have permission for Queries."'
-                self.send_response(401)
+                body = fake.short_query.body or b""
+                self.send_response(fake.short_query.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()

@@ -5,12 +5,14 @@ from the server's clock; clinics; the SQL sent; errors that say what the server 
 from __future__ import annotations
 
 import re
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from balances_pipeline.config import load_practices
+from balances_pipeline.settings import layout_from_env
 from balances_pipeline.simulator import SimPractice, SimulatorServer
 from balances_pipeline.sources.check import check_source
 from balances_pipeline.sources.errors import AuthenticationError, SourceError
@@ -55,7 +57,7 @@ def paths(tmp_path, balances_home, monkeypatch):
     monkeypatch.setenv(DEVELOPER_KEY_ENV, "dev")
     monkeypatch.setenv("BALANCES_AS_OF", TODAY.isoformat())
     keys = {"sq_dental": "k-sq", "rest_dental": "k-rest", "clinic_dental": "k-clinic",
-            "clinic_report": "k-clinic", "clinic_rest": "k-clinic-rest"}
+            "clinic_report": "k-clinic", "clinic_rest": "k-clinic-rest", "tz_dental": "k-tz"}
     for practice_id, key in keys.items():
         monkeypatch.setenv(f"TEST_{practice_id.upper()}_CUSTOMER_KEY", key)
     sims = [
@@ -67,6 +69,9 @@ def paths(tmp_path, balances_home, monkeypatch):
                     queries_permission=True, clinics=3, timezone="America/Chicago"),
         SimPractice("clinic_rest", "k-clinic-rest", accounts=150, seed=5, today=TODAY,
                     clinics=3, timezone="America/Chicago"),
+        # The server's clock in Honolulu (UTC-10), the practice configured in Tokyo (UTC+9).
+        SimPractice("tz_dental", "k-tz", accounts=80, seed=6, today=TODAY,
+                    queries_permission=True, timezone="Pacific/Honolulu"),
     ]
     ledger = {"mode": "ledger"}
     with SimulatorServer(sims, "dev") as server:
@@ -79,6 +84,8 @@ def paths(tmp_path, balances_home, monkeypatch):
                            source={**ledger, "clinic_num": 2}),
             practice_entry("clinic_report", server.url, source={"clinic_num": 2}),
             practice_entry("clinic_rest", server.url, source={**ledger, "clinic_num": 2}),
+            practice_entry("tz_dental", server.url, timezone="Asia/Tokyo",
+                           sync={"frequency": "hourly"}, source=ledger),
         ])
         yield server, load_practices(path)
 
@@ -130,6 +137,77 @@ def test_an_incremental_after_a_payment_costs_few_requests(paths) -> None:
             assert len(mine) == 6 < full.counts.requests  # NOW(), one page per table
         else:  # the REST fallback reads the whole ledger again: documented cost
             assert len(mine) >= len(server.ledger(practice_id).patients)
+
+
+def balances_of(practice_id: str) -> dict[str, Decimal]:
+    return dict(query("SELECT account_id, balance_total FROM account_balances"
+                      " WHERE practice_id = ?", [practice_id]))
+
+
+def test_an_incremental_on_a_ledger_sharing_one_old_stamp_reads_what_changed(paths) -> None:
+    """After a PMS conversion every row carries one old stamp: a cursor taken from the
+    newest row stamp would re-read the whole ledger at every incremental sync."""
+    server, practices = paths
+    practice = practices.practice("sq_dental")
+    ledger = server.ledger("sq_dental")
+    ledger.convert(datetime(2019, 3, 1, 9, 0))
+    full = sync_practice(practice)
+    assert full.mode == "full" and full.counts.rows_extracted > 500
+    before = balances_of("sq_dental")
+    paid, adjusted = [a for a, total in sorted(before.items()) if total > 80][:2]
+    ledger.add_row("paysplits", {"PatNum": int(paid), "SplitAmt": D("25.50"),
+                                 "DatePay": "2026-11-29"})
+    ledger.add_row("adjustments", {"PatNum": int(adjusted), "AdjAmt": D("-10.05"),
+                                   "AdjDate": "2026-11-28", "AdjType": 1})
+    guarantor = {row["PatNum"]: str(row["Guarantor"]) for row in ledger.patients}
+    pending = next(row for row in ledger.claimprocs
+                   if row["Status"] == "NotReceived" and row["InsPayEst"] > 0
+                   and guarantor[row["PatNum"]] not in (paid, adjusted))
+    claimed = guarantor[pending["PatNum"]]
+    ledger.edit_row("claimprocs", pending["ClaimProcNum"], Status="Received",
+                    InsPayAmt=pending["InsPayEst"], DateCP="2026-11-29")
+    server.reset_request_log()
+
+    incremental = sync_practice(practice)
+
+    assert incremental.mode == "incremental"
+    mine = [r for r in server.requests if r.practice_id == "sq_dental"]
+    assert len(mine) == 6  # NOW(), then one page per table
+    assert incremental.counts.rows_extracted == 3
+    # Exact: the simulator's own aging of its changed ledger (aging.md), to the cent.
+    assert od_buckets("sq_dental") == report_buckets(server, "sq_dental")
+    after = balances_of("sq_dental")
+    assert after[paid] == before[paid] - D("25.50")
+    assert after[adjusted] == before[adjusted] - D("10.05")
+    assert after[claimed] == before[claimed] - pending["InsPayEst"]
+    assert {a: v for a, v in after.items() if a not in (paid, adjusted, claimed)} == {
+        a: v for a, v in before.items() if a not in (paid, adjusted, claimed)}
+
+
+def test_a_practice_in_another_time_zone_than_its_server(paths) -> None:
+    """The office's server runs on Honolulu time, the practice is configured in Tokyo (19
+    hours ahead): cursors are the server's clock, so the incremental finds the change; a
+    cursor in the practice's (or UTC) time would lie hours after the server's stamps."""
+    server, practices = paths
+    practice = practices.practice("tz_dental")
+    sync_practice(practice)
+    with WorkingDatabase(layout_from_env()).connect() as con:
+        cursors = [row[0] for row in con.execute(
+            "SELECT cursor_at FROM ledger_cursors WHERE practice_id = 'tz_dental'").fetchall()]
+    # The simulator's calendar day is fixed (TODAY); its time of day is Honolulu's.
+    server_now = server.now("tz_dental")
+    honolulu = datetime.now(ZoneInfo("Pacific/Honolulu")).replace(tzinfo=None)
+    assert (honolulu - server_now) % timedelta(days=1) < timedelta(minutes=2)
+    assert cursors and all(timedelta(0) <= server_now - c < timedelta(minutes=5)
+                           for c in cursors)
+    before = balances_of("tz_dental")
+    account = next(a for a, total in sorted(before.items()) if total > 30)
+    server.ledger("tz_dental").add_row(
+        "paysplits", {"PatNum": int(account), "SplitAmt": D("30.00"), "DatePay": "2026-11-30"})
+    incremental = sync_practice(practice)
+    assert incremental.mode == "incremental" and incremental.counts.rows_extracted == 1
+    assert balances_of("tz_dental")[account] == before[account] - D("30.00")
+    assert od_buckets("tz_dental") == report_buckets(server, "tz_dental")
 
 
 def test_cursors_are_the_server_clock_when_the_read_began(paths) -> None:

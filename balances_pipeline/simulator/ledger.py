@@ -369,6 +369,17 @@ class Ledger:
             self._changed(table, int(key))
             return updated
 
+    def convert(self, stamp: datetime) -> None:
+        """Give every row of every table one change stamp, as a PMS conversion leaves a
+        database (an office's history imported at once)."""
+        with self.lock:
+            text = format_stamp(stamp)
+            for name, t in self.tables.items():
+                for row in list(t):
+                    key = int(row[t.key_field])
+                    t.update(key, {t.stamp_field: text})
+                    self._changed(name, key)
+
     def delete_row(self, table: str, key: int) -> dict[str, Any]:
         with self.lock:
             deleted = self.table(table).delete(int(key))

@@ -32,6 +32,11 @@ def check_source(practices: PracticesFile, practice_id: str) -> list[str]:
                 f"  missing permission: {plan['missing_permission']} (grant it to the key "
                 "for the cheaper ShortQuery path)"
             )
+        if plan.get("missing_endpoint"):
+            lines.append(
+                f"  ShortQuery not served by this server ({plan['missing_endpoint']}): an Open "
+                "Dental API version without PUT /queries/ShortQuery, or a proxy refusing PUT"
+            )
         if practice.source.clinic_num is not None:
             lines.append(f"  clinic: {practice.source.clinic_num} (its guarantors' families)")
         lines.append(f"  estimated requests, full sync: {plan['full_requests']}"

@@ -52,3 +52,12 @@ class PermissionMissingError(AuthenticationError):
     def __init__(self, message: str, permission: str) -> None:
         super().__init__(message)
         self.permission = permission
+
+
+class EndpointMissingError(SourceError):
+    """The server does not serve this endpoint (HTTP 404, 405 or 501): an API version
+    without it. `status` is the HTTP status."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status

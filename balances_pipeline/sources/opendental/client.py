@@ -20,6 +20,7 @@ from balances_pipeline.config import OpenDentalSource, Practice
 from balances_pipeline.sources.credentials import opendental_authorization
 from balances_pipeline.sources.errors import (
     AuthenticationError,
+    EndpointMissingError,
     MalformedResponseError,
     PermissionMissingError,
     ResponseTooLargeError,
@@ -101,6 +102,7 @@ class OpenDentalClient(LedgerReads):
         # whose absence made it fall back.
         self.ledger_path: str | None = None
         self.missing_permission: str | None = None
+        self.missing_endpoint: str | None = None  # ShortQuery not served: the HTTP answer
         self._clock_pending = False  # REST fallback: the clock from serverDateTime
         if not practice.verify_tls and self.source.base_url.startswith("https:"):
             logger.warning("practice %s: TLS certificate verification is turned off", practice.id)
@@ -308,6 +310,9 @@ class OpenDentalClient(LedgerReads):
         if 300 <= status < 400:
             raise SourceError(f"{where}: HTTP {status} (redirects are not followed)")
         explanation = self._explanation(response)
-        raise SourceError(f"{where}: HTTP {status}" + (f": {explanation}" if explanation else ""))
+        message = f"{where}: HTTP {status}" + (f": {explanation}" if explanation else "")
+        if status in (404, 405, 501):
+            raise EndpointMissingError(message, status)
+        raise SourceError(message)
 
 

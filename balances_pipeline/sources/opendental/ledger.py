@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from balances_pipeline.sources.errors import (
+    EndpointMissingError,
     MalformedResponseError,
     PermissionMissingError,
 )
@@ -68,6 +69,15 @@ class LedgerReads:
             self.ledger_path = LEDGER_PATH_REST
             self.missing_permission = missing.permission
             self._clock_pending = True  # from the first /patients/Simple answer instead
+            return self.ledger_path
+        except EndpointMissingError as missing:
+            # An API version without ShortQuery (or a proxy refusing PUT): the REST
+            # endpoints still read the ledger.
+            logger.info("practice %s: %s not served (HTTP %d): reading the ledger through "
+                        "REST", self.practice.id, SHORT_QUERY_ENDPOINT, missing.status)
+            self.ledger_path = LEDGER_PATH_REST
+            self.missing_endpoint = f"HTTP {missing.status}"
+            self._clock_pending = True
             return self.ledger_path
         first = rows[0] if rows and isinstance(rows[0], dict) else {}
         clock = parse_timestamp(next(iter(first.values()), None)) if first else None
@@ -217,6 +227,7 @@ class LedgerReads:
         patients = len(self._read_patients_in_scope())
         return {
             "path": path, "missing_permission": self.missing_permission,
+            "missing_endpoint": self.missing_endpoint,
             "full_requests": f"about {1 + pages(patients) + patients + 3} plus the pages of "
                              "procedurelogs, claimprocs and paysplits (whole tables)",
             "full_detail": f"{pages(patients)} pages of /patients/Simple ({patients} patients), "
