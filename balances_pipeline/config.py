@@ -16,10 +16,18 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from balances_pipeline.sources.fhir.config import FhirSource
+from balances_pipeline.sources.file_drop.config import FileDropSource
+from balances_pipeline.sources.opendental.config import OpenDentalSource
+from balances_pipeline.sources.source_config import (  # noqa: F401 - re-exported
+    ENV_VAR_NAME_PATTERN,
+    EnvVarName,
+    Strict,
+)
 
 PRACTICE_ID_PATTERN = r"^[a-z][a-z0-9_]{1,62}$"
-ENV_VAR_NAME_PATTERN = r"^[A-Z_][A-Z0-9_]{0,127}$"
 DEMO_PRACTICES_FILE = Path(__file__).parent / "demo" / "practices.yaml"
 
 
@@ -27,20 +35,7 @@ class PracticesFileError(ValueError):
     """The practices file is missing, unreadable or invalid (message: one line)."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-EnvVarName = Annotated[
-    str,
-    Field(
-        pattern=ENV_VAR_NAME_PATTERN,
-        description="name of an environment variable (the secret itself never goes in the file)",
-    ),
-]
-
-
-class SyncSchedule(_Strict):
+class SyncSchedule(Strict):
     frequency: Literal["daily", "hourly", "cron"] = "daily"
     at: str = "05:00"
     minute: int = Field(default=0, ge=0, le=59)
@@ -90,60 +85,11 @@ class SyncSchedule(_Strict):
         return f"{self.time_of_day.minute} {self.time_of_day.hour} * * *"
 
 
-class OpenDentalSource(_Strict):
-    type: Literal["opendental"]
-    base_url: str
-    developer_key_env: EnvVarName
-    customer_key_env: EnvVarName
-    mode: Literal["aging_report", "ledger"] = "aging_report"
-    # One clinic of a multi-clinic database: the aging report's ClinicNum, and in ledger
-    # mode the families whose guarantor is assigned to it (docs/sources.md, Clinics).
-    clinic_num: int | None = Field(default=None, ge=0, le=2**63 - 1, strict=True)
-    page_size: int = Field(default=100, ge=1, le=1000)
-    incremental_overlap_minutes: int = Field(default=10, ge=0, le=1440)
-    timeout_seconds: float = Field(default=30, gt=0, le=600)
-    max_retries: int = Field(default=5, ge=0, le=20)
-    # Each attempt of a request, from connecting to the body's last byte (timeout_seconds
-    # bounds one socket read only); an attempt past it is retried like a read timeout.
-    request_deadline_seconds: float = Field(default=120, gt=0, le=3600)
-    # Largest body accepted, on the wire and decompressed; a larger one fails the page.
-    max_response_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, le=1024**3)
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not re.fullmatch(r"https?://[^\s/?#@]+(/[^\s?#]*)?", value):
-            raise ValueError("must be an http(s) URL without credentials or query")
-        return value.rstrip("/")
-
-    @model_validator(mode="after")
-    def _deadline_not_below_read_timeout(self) -> OpenDentalSource:
-        if self.request_deadline_seconds < self.timeout_seconds:
-            raise ValueError(
-                f"request_deadline_seconds ({self.request_deadline_seconds:g}) is shorter "
-                f"than timeout_seconds ({self.timeout_seconds:g}); set "
-                "request_deadline_seconds to at least timeout_seconds"
-            )
-        return self
+# Each source type's model lives in its package; a new type is one more entry here.
+Source = Annotated[OpenDentalSource | FhirSource | FileDropSource, Field(discriminator="type")]
 
 
-class FhirSource(_Strict):
-    type: Literal["fhir"]
-    base_url: str
-    auth: Literal["smart_backend", "bearer"] = "smart_backend"
-    client_id: str | None = None
-    private_key_env: EnvVarName | None = None
-    token_env: EnvVarName | None = None
-    bulk_group_id: str | None = None
-    incremental_overlap_minutes: int = Field(default=10, ge=0, le=1440)
-    timeout_seconds: float = Field(default=30, gt=0, le=600)
-    max_retries: int = Field(default=5, ge=0, le=20)
-
-
-Source = Annotated[OpenDentalSource | FhirSource, Field(discriminator="type")]
-
-
-class CollectionRule(_Strict):
+class CollectionRule(Strict):
     id: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
     action: Literal["reminder", "final_notice", "collections_referral"]
     min_patient_balance: Decimal = Field(
@@ -193,7 +139,7 @@ def validate_rules(practice_id: str, raw: RawRules) -> list[CollectionRule]:
     return rules
 
 
-class Practice(_Strict):
+class Practice(Strict):
     id: str = Field(pattern=PRACTICE_ID_PATTERN)
     name: str = Field(min_length=1, max_length=200)
     timezone: str
@@ -223,7 +169,7 @@ class Practice(_Strict):
         return ZoneInfo(self.timezone)
 
 
-class PracticesFile(_Strict):
+class PracticesFile(Strict):
     practices: list[Practice] = Field(min_length=1)
     rule_sets: dict[str, RawRules] = {}
 

@@ -141,7 +141,7 @@ SYNC_RUNS = Relation("sync_runs", _columns(
     Column("dagster_run_id", VARCHAR),
     _required("as_of_date", DATE),
     _required("mode", VARCHAR, "full | incremental"),
-    _required("source_mode", VARCHAR, "aging_report | ledger"),
+    _required("source_mode", VARCHAR, "aging_report | ledger | fhir | fhir_bulk | file_drop"),
     _required("started_at", TIMESTAMPTZ),
     Column("finished_at", TIMESTAMPTZ),
     _required("status", VARCHAR, "running | success | failed"),
@@ -157,6 +157,8 @@ SYNC_RUNS = Relation("sync_runs", _columns(
     _internal("staging_file", VARCHAR, "where a running sync's extract waits"),
     Column("error_class", VARCHAR, doc="the kind of failure, for alerts"),
     _internal("pages", BIGINT),
+    Column("source_file", VARCHAR, doc="file drops: the name of the file this sync read"),
+    Column("source_checksum", VARCHAR, doc="file drops: its SHA-256"),
 ), primary_key=("sync_id",), doc="one row per sync attempt")
 
 REJECTED_ROWS = Relation("rejected_rows", _columns(
@@ -357,6 +359,24 @@ STG_LEDGER_ADJUSTMENTS = Relation("stg_ledger_adjustments", _columns(
     Column("changed_at", TIMESTAMP),
 ), source_key="adj_num")
 
+STG_SOURCE_BALANCES = Relation("stg_source_balances", _columns(
+    Column("account_id", VARCHAR),
+    Column("account_name", VARCHAR),
+    Column("bucket_0_30", MONEY),
+    Column("bucket_31_60", MONEY),
+    Column("bucket_61_90", MONEY),
+    Column("bucket_91_120", MONEY, doc="NULL when the source does not split over-90"),
+    Column("bucket_over_120", MONEY, doc="NULL when the source does not split over-90"),
+    Column("bucket_over_90", MONEY, doc="NULL when split: the SQL sums the two"),
+    Column("balance_total", MONEY, doc="NULL: the sum of the buckets"),
+    Column("insurance_estimate", MONEY),
+    Column("writeoff_estimate", MONEY),
+    Column("patient_portion", MONEY, doc="NULL: balance_total minus both estimates"),
+    Column("has_split", BOOLEAN, doc="false: the source gave no patient/insurance split"),
+    Column("active", BOOLEAN, doc="false: an incremental read saw the account leave"),
+), source_key="account_id",
+    doc="accounts with their balances as a FHIR EHR or an aging file reports them")
+
 STG_REJECTED_ROWS = Relation("stg_rejected_rows", _columns(
     *(column for column in REJECTED_ROWS.columns if column.name in ("endpoint", "row_key",
                                                                     "reason", "raw")),
@@ -373,7 +393,7 @@ STAGING_TABLES: dict[str, Relation] = {
     relation.name: relation
     for relation in (
         STG_AGING_REPORT, STG_PATIENTS, STG_LEDGER_PROCEDURES, STG_LEDGER_CLAIMPROCS,
-        STG_LEDGER_PAYSPLITS, STG_LEDGER_ADJUSTMENTS, STG_REJECTED_ROWS,
+        STG_LEDGER_PAYSPLITS, STG_LEDGER_ADJUSTMENTS, STG_SOURCE_BALANCES, STG_REJECTED_ROWS,
     )
 }
 

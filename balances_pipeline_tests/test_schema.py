@@ -100,6 +100,7 @@ def test_staging_tables_and_arrow_schemas_are_the_declaration(balances_home) -> 
             "stg_aging_report": "guarantor_id", "stg_patients": "pat_num",
             "stg_ledger_procedures": "proc_num", "stg_ledger_claimprocs": "claim_proc_num",
             "stg_ledger_paysplits": "split_num", "stg_ledger_adjustments": "adj_num",
+            "stg_source_balances": "account_id",
         }
     finally:
         database.remove()

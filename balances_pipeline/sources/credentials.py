@@ -47,9 +47,5 @@ def opendental_authorization(practice: Practice) -> str:
 
 def secret_values(practice: Practice) -> list[str]:
     """The practice's secret values that are set, to scrub them from any message."""
-    source = practice.source
-    names = [
-        getattr(source, attribute, None)
-        for attribute in ("developer_key_env", "customer_key_env", "private_key_env", "token_env")
-    ]
+    names = practice.source.secret_env_names
     return [os.environ[name] for name in names if name and os.environ.get(name)]

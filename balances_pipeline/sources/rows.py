@@ -49,6 +49,29 @@ class PatientRow:
 
 
 @dataclass(frozen=True, slots=True)
+class SourceBalanceRow:
+    """One account with its balances as the source reports them (FHIR `Account`, a row of
+    an aging file). `None` where the source does not give a value: over-90 split, total
+    (the sum of the buckets), patient portion (total minus the estimates)."""
+
+    RELATION: ClassVar[str] = "stg_source_balances"  # the staging relation it fills
+    account_id: str
+    account_name: str
+    bucket_0_30: Decimal
+    bucket_31_60: Decimal
+    bucket_61_90: Decimal
+    bucket_91_120: Decimal | None
+    bucket_over_120: Decimal | None
+    bucket_over_90: Decimal | None
+    balance_total: Decimal | None
+    insurance_estimate: Decimal
+    writeoff_estimate: Decimal
+    patient_portion: Decimal | None
+    has_split: bool = True
+    active: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class RejectedRow:
     """A source row that failed validation: kept in `rejected_rows`, never in logs."""
 
@@ -131,6 +154,7 @@ _PYTHON_TYPES = {
     schema.MONEY: "Decimal",
     schema.DATE: "date",
     schema.TIMESTAMP: "datetime",
+    schema.BOOLEAN: "bool",
 }
 
 
@@ -149,7 +173,7 @@ def _check_declared(row_type: type) -> None:
 
 ROW_TYPES = (
     AgingReportRow, PatientRow, RejectedRow, ProcedureRow, ClaimProcRow, PaySplitRow,
-    AdjustmentRow,
+    AdjustmentRow, SourceBalanceRow,
 )
 for _row_type in ROW_TYPES:
     _check_declared(_row_type)

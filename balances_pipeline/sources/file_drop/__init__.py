@@ -1,0 +1,1 @@
+"""Aging reports exported by any PMS (Dentrix, Eaglesoft, ...) and dropped as CSV files."""

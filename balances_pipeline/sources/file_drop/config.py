@@ -1,0 +1,93 @@
+"""The `source` block of a file-drop practice (`type: file_drop`, docs/sources.md)."""
+
+from __future__ import annotations
+
+import codecs
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from balances_pipeline.sources.source_config import Produces, SourceConfig, Strict
+
+# Our fields a file may map (CSV header -> field); any subset that gives a balance.
+MONEY_FIELDS = ("bucket_0_30", "bucket_31_60", "bucket_61_90", "bucket_over_90",
+                "bucket_91_120", "bucket_over_120", "balance_total", "insurance_estimate",
+                "writeoff_estimate")
+
+
+class FileColumns(Strict):
+    """Which CSV header holds each of our fields."""
+
+    account_id: str = Field(min_length=1)
+    account_name: str | None = None
+    bucket_0_30: str | None = None
+    bucket_31_60: str | None = None
+    bucket_61_90: str | None = None
+    bucket_over_90: str | None = None
+    bucket_91_120: str | None = None
+    bucket_over_120: str | None = None
+    balance_total: str | None = None
+    insurance_estimate: str | None = None
+    writeoff_estimate: str | None = None
+
+    @model_validator(mode="after")
+    def _gives_a_balance(self) -> FileColumns:
+        buckets = [self.bucket_0_30, self.bucket_31_60, self.bucket_61_90]
+        over_90 = self.bucket_over_90 or (self.bucket_91_120 and self.bucket_over_120)
+        if self.balance_total is None and not (all(buckets) and over_90):
+            raise ValueError("columns must give a balance: balance_total, or every bucket "
+                             "(bucket_0_30, bucket_31_60, bucket_61_90 and bucket_over_90 "
+                             "or bucket_91_120 with bucket_over_120)")
+        if self.bucket_over_90 and (self.bucket_91_120 or self.bucket_over_120):
+            raise ValueError("map bucket_over_90, or bucket_91_120 and bucket_over_120, "
+                             "not both")
+        if bool(self.bucket_91_120) != bool(self.bucket_over_120):
+            raise ValueError("bucket_91_120 and bucket_over_120 go together")
+        headers = [value for value in self.model_dump().values() if value]
+        if len(headers) != len(set(headers)):
+            raise ValueError("each CSV header may be mapped to one field only")
+        return self
+
+
+class FileDropSource(SourceConfig):
+    type: Literal["file_drop"]
+    folder: Path
+    pattern: str = Field(default="*.csv", min_length=1, max_length=200)
+    columns: FileColumns
+    date_format: str = "%Y-%m-%d"
+    as_of_column: str | None = None
+    encoding: str = "utf-8"
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    settle_seconds: float = Field(default=60, ge=0, le=86400)
+
+    @field_validator("folder")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        if not value.is_absolute():
+            raise ValueError("must be an absolute path")
+        return value
+
+    @field_validator("pattern")
+    @classmethod
+    def _file_name_pattern(cls, value: str) -> str:
+        if "/" in value or value.startswith("."):
+            raise ValueError("must be a file name pattern (no '/', not hidden)")
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown encoding {value!r}") from None
+        return value
+
+    @property
+    def produces(self) -> Produces:
+        return "account_balances"
+
+    @property
+    def source_mode(self) -> str:
+        return "file_drop"
