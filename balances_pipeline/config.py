@@ -327,6 +327,7 @@ def load_practices(path: Path) -> PracticesFile:
     if not isinstance(document, dict):
         raise PracticesFileError(f"{path}: expected a mapping with a 'practices' list")
     try:
-        return PracticesFile.model_validate(document)
+        # Relative paths in the file (a file drop's folder) are relative to its folder.
+        return PracticesFile.model_validate(document, context={"base_dir": path.parent})
     except ValidationError as exc:
         raise PracticesFileError(f"{path}: {_describe(exc)}") from None

@@ -2,7 +2,10 @@
 
 `aging_report` mode maps the PMS's own aging report (SQL `account_balances.sql`);
 `ledger` mode upserts the extract into the practice's raw ledger and ages the whole ledger
-(`ledger_account_balances.sql`), then reconciles it with the source's report.
+(`ledger_account_balances.sql`), then reconciles it with the source's report. Sources that
+report account balances (FHIR, aging files) are mapped by `source_account_balances.sql`;
+an incremental read (FHIR `_lastUpdated`) first carries the published accounts it did not
+see into staging, and drops those it saw leave.
 
 Both also build `rejected_accounts` in the staging database: the account of each rejected
 row (NULL where it cannot be identified), which the override reconciliation reads so that
@@ -17,11 +20,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from balances_pipeline.pipeline.ledger_plan import next_cursors
+from balances_pipeline.config import Practice
+from balances_pipeline.pipeline.read_plan import next_cursors
+from balances_pipeline.storage import sync_runs
 from balances_pipeline.storage.layout import Layout
 from balances_pipeline.storage.ledger_store import LedgerStore, read_refresh_state
 from balances_pipeline.storage.publish import LedgerRefresh
-from balances_pipeline.storage.snapshots import sql_literal
+from balances_pipeline.storage.snapshots import SnapshotStore, sql_literal
 from balances_pipeline.storage.sql_files import create_table_from_sql
 from balances_pipeline.storage.staging import StagingDatabase
 from balances_pipeline.storage.sync_runs import WaitingExtract
@@ -88,7 +93,7 @@ def _rejected_ledger_accounts(staging: StagingDatabase, ledger_path: Path) -> No
 def build_from_ledger(
     layout: Layout,
     working_db: WorkingDatabase,
-    practice_id: str,
+    practice: Practice,
     waiting: WaitingExtract,
     staging: StagingDatabase,
     params: dict[str, Any],
@@ -98,6 +103,7 @@ def build_from_ledger(
     full = waiting.mode == "full"
     server_clock = staging.get_meta("server_clock")
     staging.close()
+    practice_id = practice.id
     ledger = LedgerStore(layout, practice_id)
     counts = ledger.apply_and_age(staging.path, full, params)
     staging.reopen()
@@ -107,7 +113,7 @@ def build_from_ledger(
     with working_db.connect() as con:
         _, previous = read_refresh_state(con, practice_id)
     cursors = next_cursors(
-        staging.con, previous, datetime.fromisoformat(server_clock) if server_clock else None
+        practice, previous, datetime.fromisoformat(server_clock) if server_clock else None
     )
     log.info("practice %s: ledger %s, %d entries dated after the as-of date", practice_id,
              "replaced (full refresh)" if full else "updated (incremental)",
@@ -117,3 +123,77 @@ def build_from_ledger(
         LedgerRefresh(full=full, as_of=waiting.as_of_date, cursors=cursors),
         one_row_per_account=False,
     )
+
+
+# Published accounts an incremental read did not see, back into staging as the source
+# reported them (`account_balances` keeps every field of a source row but the split flag,
+# which the previous sync's discrepancies hold).
+_CARRY_PUBLISHED_ACCOUNTS = """
+INSERT INTO stg_source_balances BY NAME
+SELECT account_id, account_name, bucket_0_30, bucket_31_60, bucket_61_90, bucket_91_120,
+       bucket_over_120,
+       CASE WHEN bucket_91_120 IS NULL THEN bucket_over_90 END AS bucket_over_90,
+       balance_total, insurance_estimate, writeoff_estimate, patient_portion,
+       NOT list_contains($no_split, account_id) AS has_split, true AS active
+FROM read_parquet($previous)
+WHERE account_id NOT IN (SELECT account_id FROM stg_source_balances)
+  AND account_id NOT IN (SELECT account_id FROM stg_rejected_rows
+                         WHERE account_id IS NOT NULL)
+"""
+
+
+def build_from_source_balances(
+    layout: Layout,
+    working_db: WorkingDatabase,
+    practice: Practice,
+    waiting: WaitingExtract,
+    staging: StagingDatabase,
+    params: dict[str, Any],
+) -> Balances:
+    """`account_balances` of a source that reports balances per account."""
+    incremental = waiting.mode == "incremental"
+    if incremental:
+        _carry_published_accounts(layout, working_db, practice.id, staging)
+    source_params = params | {
+        "source_mode": practice.source.source_mode,
+        "nonzero_terms": practice.source.days_outstanding_from_nonzero_terms,
+    }
+    accounts = create_table_from_sql(staging.con, "account_balances",
+                                     "source_account_balances", source_params)
+    create_table_from_sql(staging.con, "balance_discrepancies",
+                          "source_balance_discrepancies", source_params)
+    # A rejected row of an incremental read keeps the account's published figures: its
+    # account is carried over, and flagged (has_rejected_rows) like any rejected account.
+    staging.con.execute(_REJECTED_REPORT_ACCOUNTS)
+    refresh = None
+    if practice.source.incremental_endpoints:
+        with working_db.connect() as con:
+            _, previous = read_refresh_state(con, practice.id)
+        server_clock = staging.get_meta("server_clock")
+        cursors = next_cursors(
+            practice, previous, datetime.fromisoformat(server_clock) if server_clock else None
+        )
+        refresh = LedgerRefresh(full=not incremental, as_of=waiting.as_of_date, cursors=cursors)
+    return Balances(accounts, ledger_refresh=refresh)
+
+
+def _carry_published_accounts(
+    layout: Layout, working_db: WorkingDatabase, practice_id: str, staging: StagingDatabase
+) -> None:
+    """Into staging: the published accounts this incremental read did not see (nor
+    reject), then out of it: the accounts it saw leave (`active` false)."""
+    current = SnapshotStore(layout).current_dir(practice_id)
+    previous_file = current / "account_balances.parquet" if current else None
+    if previous_file is None or not previous_file.exists():
+        raise RuntimeError(f"practice {practice_id}: an incremental read needs the published"
+                           " accounts, and there are none: the next sync reads everything")
+    with working_db.connect() as con:
+        published = sync_runs.latest_published(con, practice_id)
+        no_split = [row[0] for row in con.execute(
+            "SELECT account_id FROM balance_discrepancies WHERE sync_id = ?"
+            " AND \"check\" = 'no_patient_insurance_split'",
+            [published.sync_id if published else ""],
+        ).fetchall()]
+    staging.con.execute(_CARRY_PUBLISHED_ACCOUNTS,
+                        {"previous": str(previous_file), "no_split": no_split})
+    staging.con.execute("DELETE FROM stg_source_balances WHERE NOT active")

@@ -13,17 +13,26 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
 from balances_pipeline.config import Practice
 from balances_pipeline.pipeline.as_of import resolve_as_of
+from balances_pipeline.pipeline.extract_accounts import (
+    extract_account_balances,
+    record_facts_or_unchanged,
+)
 from balances_pipeline.pipeline.failures import fail_sync
-from balances_pipeline.pipeline.ledger_plan import LedgerPlan, plan_extract
 from balances_pipeline.pipeline.outcomes import ExtractOutcome, ExtractResult
+from balances_pipeline.pipeline.read_plan import FULL_READ, ReadPlan, plan_extract
+from balances_pipeline.pipeline.streaming import (
+    ProgressCallback,
+    check_rejected_fraction,
+    stream_reading_again_once,
+)
 from balances_pipeline.sources.clients import SourceClient
-from balances_pipeline.sources.errors import DuplicateRowsError, SourceError
+from balances_pipeline.sources.errors import SourceError
 from balances_pipeline.sources.rows import Page
 from balances_pipeline.storage import ledger_store, sync_runs
 from balances_pipeline.storage.analyst import ensure_analyst_warehouse
@@ -34,13 +43,8 @@ from balances_pipeline.storage.working_db import WorkingDatabase
 
 log = logging.getLogger(__name__)
 
-ProgressCallback = Callable[[int, int], None]
 ClientFactory = Callable[[Practice], SourceClient]
 PROGRESS_EVERY_PAGES = 10
-
-
-class TooManyRejectedRowsError(SourceError):
-    """More than `max_rejected_fraction` of one endpoint's rows failed validation."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,7 @@ class _SyncStart:
     as_of: date
     started_at: datetime
     clock: float
-    plan: LedgerPlan | None = None
+    plan: ReadPlan | None = None
 
 
 def new_sync_id(practice_id: str, started_at: datetime) -> str:
@@ -57,7 +61,7 @@ def new_sync_id(practice_id: str, started_at: datetime) -> str:
 
 
 def is_ledger(practice: Practice) -> bool:
-    return getattr(practice.source, "mode", None) == "ledger"
+    return practice.source.produces == "ledger"
 
 
 def _begin(
@@ -74,13 +78,13 @@ def _begin(
     plan = None
     with working_db.transaction() as con:
         unfinished = sync_runs.abandon_unfinished(con, practice.id, ("extracting", "extracted"))
-        if is_ledger(practice):
+        if practice.source.produces != "aging_report":
             last_full, cursors = ledger_store.read_refresh_state(con, practice.id)
             plan = plan_extract(practice, as_of, last_full, cursors)
         sync_runs.start(
             con, sync_id=sync_id, practice_id=practice.id, dagster_run_id=dagster_run_id,
             as_of_date=as_of, mode=plan.mode if plan else "full",
-            source_mode=getattr(practice.source, "mode", "aging_report"), started_at=started_at,
+            source_mode=practice.source.source_mode, started_at=started_at,
         )
         live = sync_runs.live_staging_files(con, practice.id)
     remove_stale_staging(layout.staging_dir(practice.id), keep=live)
@@ -106,6 +110,11 @@ def _read_source(
     client: SourceClient, staging: StagingDatabase, practice: Practice, start: _SyncStart,
     progress: ProgressCallback,
 ) -> ExtractResult:
+    if practice.source.produces == "account_balances":
+        return extract_account_balances(
+            client, staging, practice_id=practice.id, plan=start.plan or FULL_READ,  # type: ignore[arg-type]
+            max_rejected_fraction=practice.max_rejected_fraction, progress=progress,
+        )
     if start.plan is not None:
         return extract_ledger(
             client, staging, practice_id=practice.id, as_of=start.as_of, plan=start.plan,
@@ -146,7 +155,13 @@ def extract_practice(
                 )
             staging.close()
             with working_db.transaction() as con:
-                sync_runs.mark_extracted(con, start.sync_id, _counts(extract), str(staging.path))
+                unchanged = record_facts_or_unchanged(
+                    con, practice.id, start.sync_id, extract.facts, _counts(extract))
+                if not unchanged:
+                    sync_runs.mark_extracted(con, start.sync_id, _counts(extract),
+                                             str(staging.path))
+            if unchanged:
+                staging.remove()
         except BaseException as error:
             counts = sync_runs.SyncCounts(
                 requests=client.stats.requests, retries=client.stats.retries
@@ -157,14 +172,16 @@ def extract_practice(
                 raise failure from None
             raise
     log.info(
-        "practice %s: extracted %d rows (%d rejected) in %d requests, %d retries",
+        "practice %s: extracted %d rows (%d rejected) in %d requests, %d retries%s",
         practice.id, extract.rows_extracted, extract.rows_rejected, extract.requests,
-        extract.retries,
+        extract.retries, "; the file was read before: unchanged" if unchanged else "",
     )
+    facts = extract.facts
     return ExtractOutcome(
-        practice_id=practice.id, sync_id=start.sync_id, as_of_date=start.as_of,
+        practice_id=practice.id, sync_id=start.sync_id,
+        as_of_date=facts.as_of_date if facts and facts.as_of_date else start.as_of,
         started_at=start.started_at, extract=extract,
-        duration_seconds=time.monotonic() - start.clock,
+        duration_seconds=time.monotonic() - start.clock, unchanged=unchanged,
     )
 
 
@@ -173,90 +190,6 @@ def _counts(extract: ExtractResult) -> sync_runs.SyncCounts:
         rows_extracted=extract.rows_extracted, rows_rejected=extract.rows_rejected,
         requests=extract.requests, retries=extract.retries, pages=extract.pages,
     )
-
-
-# -- streaming pages into staging -------------------------------------------------------
-
-PageSources = Callable[[], list[Iterator[Page[Any]]]]
-
-
-@dataclass
-class _Streamed:
-    """What streaming the sources into staging read: rows (accepted and rejected) and
-    rejected rows per endpoint, in reading order, and the pages."""
-
-    rows: dict[str, int] = field(default_factory=dict)
-    rejected: dict[str, int] = field(default_factory=dict)
-    pages: int = 0
-    reread: bool = False
-
-    @property
-    def total_rows(self) -> int:
-        return sum(self.rows.values())
-
-    @property
-    def total_rejected(self) -> int:
-        return sum(self.rejected.values())
-
-
-def _stream(
-    staging: StagingDatabase, sources: list[Iterator[Page[Any]]],
-    progress: ProgressCallback | None, practice_id: str,
-) -> _Streamed:
-    streamed = _Streamed()
-    for source in sources:
-        for page in source:
-            staging.append(page.rows)
-            staging.append(page.rejected)
-            streamed.rows[page.endpoint] = streamed.rows.get(page.endpoint, 0) + page.row_count
-            streamed.rejected[page.endpoint] = (
-                streamed.rejected.get(page.endpoint, 0) + len(page.rejected)
-            )
-            streamed.pages += 1
-            if progress:
-                progress(streamed.pages, streamed.total_rows)
-    duplicate = staging.first_duplicate_key()
-    if duplicate:
-        raise DuplicateRowsError(
-            f"practice {practice_id}: key {duplicate[1]} staged twice in {duplicate[0]};"
-            " rows shifted between pages"
-        )
-    return streamed
-
-
-def _stream_reading_again_once(
-    staging: StagingDatabase, sources: PageSources, practice_id: str,
-    progress: ProgressCallback | None,
-) -> _Streamed:
-    """Stream every source into staging; if rows shifted between offset pages (a key came
-    back twice), start again once from scratch, then fail: nothing is double counted."""
-    try:
-        return _stream(staging, sources(), progress, practice_id)
-    except DuplicateRowsError:
-        log.warning("practice %s: duplicate rows across pages, reading again", practice_id)
-        staging.truncate()
-        streamed = _stream(staging, sources(), progress, practice_id)
-        streamed.reread = True
-        return streamed
-
-
-def _percent(fraction: float) -> str:
-    return f"{fraction:.1%}"
-
-
-def _check_rejected_fraction(
-    practice_id: str, streamed: _Streamed, max_rejected_fraction: float
-) -> None:
-    """`max_rejected_fraction` holds for each endpoint on its own: the rows of another
-    endpoint (`/patients` beside the aging report) never dilute one endpoint's rejects."""
-    for endpoint, rows in streamed.rows.items():
-        rejected = streamed.rejected.get(endpoint, 0)
-        if rows and rejected / rows > max_rejected_fraction:
-            raise TooManyRejectedRowsError(
-                f"practice {practice_id}: {rejected} of {rows} rows of {endpoint} rejected "
-                f"({_percent(rejected / rows)}), more than max_rejected_fraction "
-                f"{_percent(max_rejected_fraction)}; the rows rejected are in rejected_rows"
-            )
 
 
 def extract_aging_report(
@@ -281,8 +214,8 @@ def extract_aging_report(
             found.append(client.patient_pages())
         return found
 
-    streamed = _stream_reading_again_once(staging, sources, practice_id, progress)
-    _check_rejected_fraction(practice_id, streamed, max_rejected_fraction)
+    streamed = stream_reading_again_once(staging, sources, practice_id, progress)
+    check_rejected_fraction(practice_id, streamed, max_rejected_fraction)
     return ExtractResult(
         rows_extracted=streamed.total_rows, rows_rejected=streamed.total_rejected,
         requests=client.stats.requests, retries=client.stats.retries, pages=streamed.pages,
@@ -296,7 +229,7 @@ def extract_ledger(
     *,
     practice_id: str,
     as_of: date,
-    plan: LedgerPlan,
+    plan: ReadPlan,
     max_rejected_fraction: float,
     progress: ProgressCallback | None = None,
 ) -> ExtractResult:
@@ -312,7 +245,7 @@ def extract_ledger(
         # once); either way the server's clock when the read began is `server_clock`.
         return client.ledger_sources(plan.changed_since)
 
-    streamed = _stream_reading_again_once(staging, sources, practice_id, progress)
+    streamed = stream_reading_again_once(staging, sources, practice_id, progress)
     pages = streamed.pages
     if plan.full:
         try:
@@ -325,7 +258,7 @@ def extract_ledger(
             staging.con.execute("DELETE FROM stg_aging_report")
     staging.set_meta("server_clock", client.server_clock)
     staging.set_meta("ledger_path", client.ledger_path)
-    _check_rejected_fraction(practice_id, streamed, max_rejected_fraction)
+    check_rejected_fraction(practice_id, streamed, max_rejected_fraction)
     return ExtractResult(
         rows_extracted=streamed.total_rows, rows_rejected=streamed.total_rejected,
         requests=client.stats.requests, retries=client.stats.retries, pages=pages,

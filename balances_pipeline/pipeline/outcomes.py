@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+from balances_pipeline.sources.clients import ReadFacts
 from balances_pipeline.storage import sync_runs
 
 
@@ -17,6 +18,7 @@ class ExtractResult:
     retries: int
     pages: int
     reread_after_duplicates: bool
+    facts: ReadFacts | None = None  # sources of account balances: what the read learnt
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,8 @@ class ExtractOutcome:
     started_at: datetime
     extract: ExtractResult
     duration_seconds: float
+    # A file drop that found the file its last successful sync read: finished, nothing new
+    unchanged: bool = False
 
 
 @dataclass

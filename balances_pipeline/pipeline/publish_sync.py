@@ -20,7 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from balances_pipeline.config import Practice
-from balances_pipeline.pipeline.balances import build_from_aging_report, build_from_ledger
+from balances_pipeline.pipeline.balances import (
+    build_from_aging_report,
+    build_from_ledger,
+    build_from_source_balances,
+)
 from balances_pipeline.pipeline.collapse_guard import check_account_count
 from balances_pipeline.pipeline.extract import is_ledger
 from balances_pipeline.pipeline.failures import fail_sync
@@ -108,7 +112,10 @@ def _transform_and_publish(
 ) -> SyncOutcome:
     params = transform_params(practice, waiting.sync_id, waiting.as_of_date, waiting.started_at)
     if is_ledger(practice):
-        balances = build_from_ledger(layout, working_db, practice.id, waiting, staging, params)
+        balances = build_from_ledger(layout, working_db, practice, waiting, staging, params)
+    elif practice.source.produces == "account_balances":
+        balances = build_from_source_balances(layout, working_db, practice, waiting, staging,
+                                              params)
     else:
         balances = build_from_aging_report(staging, params)
     # Before anything ends an override or replaces the data: has the count collapsed?

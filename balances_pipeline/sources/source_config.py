@@ -55,6 +55,17 @@ class SourceConfig(Strict):
         """The env vars holding this source's secrets (scrubbed from every message)."""
         return ()
 
+    @property
+    def incremental_endpoints(self) -> tuple[str, ...]:
+        """The reads that can be incremental (one cursor each); none: every sync is full."""
+        return ()
+
+    @property
+    def days_outstanding_from_nonzero_terms(self) -> bool:
+        """`account_balances` sources: days_outstanding from the oldest non-zero bucket
+        (FHIR) rather than the oldest positive one of a positive balance (aging reports)."""
+        return False
+
 
 def http_url(value: str) -> str:
     if not re.fullmatch(r"https?://[^\s/?#@]+(/[^\s?#]*)?", value):

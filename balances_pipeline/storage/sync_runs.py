@@ -146,6 +146,54 @@ def finish(
     )
 
 
+def record_source_facts(
+    con: duckdb.DuckDBPyConnection, sync_id: str, *, as_of_date: date | None,
+    source_file: str | None, source_checksum: str | None,
+) -> None:
+    """What the read learnt: the source's own as-of date (it replaces the sync's), and the
+    file a file drop read."""
+    con.execute(
+        "UPDATE sync_runs SET as_of_date = coalesce(?, as_of_date), source_file = ?,"
+        " source_checksum = ? WHERE sync_id = ?",
+        [as_of_date, source_file, source_checksum, sync_id],
+    )
+
+
+@dataclass(frozen=True)
+class SourceFileSync:
+    """The newest successful sync of a practice that read a file."""
+
+    sync_id: str
+    source_checksum: str
+    accounts: int | None
+    fresh_until: datetime | None
+
+
+def latest_source_file(con: duckdb.DuckDBPyConnection, practice_id: str) -> SourceFileSync | None:
+    rows = con.execute(
+        "SELECT sync_id, source_checksum, accounts, fresh_until FROM sync_runs"
+        " WHERE practice_id = ? AND status = 'success' AND source_checksum IS NOT NULL"
+        " ORDER BY started_at DESC LIMIT 1",
+        [practice_id],
+    ).fetchall()
+    return SourceFileSync(*rows[0]) if rows else None
+
+
+def finish_unchanged(
+    con: duckdb.DuckDBPyConnection, sync_id: str, counts: SyncCounts, previous: SourceFileSync
+) -> None:
+    """A file drop that found the file already read: a success in mode `unchanged` with
+    the freshness of the sync that read it (the data is as old as that file)."""
+    con.execute(
+        "UPDATE sync_runs SET status = 'success', phase = NULL, mode = 'unchanged',"
+        " finished_at = current_timestamp, accounts = ?, rows_extracted = ?,"
+        " rows_rejected = ?, requests = ?, retries = ?, pages = ?, fresh_until = ?"
+        " WHERE sync_id = ?",
+        [previous.accounts, counts.rows_extracted, counts.rows_rejected, counts.requests,
+         counts.retries, counts.pages, previous.fresh_until, sync_id],
+    )
+
+
 @dataclass(frozen=True)
 class PublishedSync:
     sync_id: str

@@ -52,3 +52,11 @@ class FhirSource(ApiSourceConfig):
     @property
     def secret_env_names(self) -> tuple[str, ...]:
         return tuple(name for name in (self.private_key_env, self.token_env) if name)
+
+    @property
+    def incremental_endpoints(self) -> tuple[str, ...]:
+        return ("Account",)
+
+    @property
+    def days_outstanding_from_nonzero_terms(self) -> bool:
+        return True

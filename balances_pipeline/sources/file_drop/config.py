@@ -6,7 +6,7 @@ import codecs
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from balances_pipeline.sources.source_config import Produces, SourceConfig, Strict
 
@@ -63,10 +63,14 @@ class FileDropSource(SourceConfig):
 
     @field_validator("folder")
     @classmethod
-    def _absolute(cls, value: Path) -> Path:
-        if not value.is_absolute():
+    def _absolute(cls, value: Path, info: ValidationInfo) -> Path:
+        """A relative folder is relative to the practices file's folder."""
+        if value.is_absolute():
+            return value
+        base = (info.context or {}).get("base_dir")
+        if base is None:
             raise ValueError("must be an absolute path")
-        return value
+        return (Path(base) / value).resolve()
 
     @field_validator("pattern")
     @classmethod

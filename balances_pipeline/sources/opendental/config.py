@@ -30,3 +30,11 @@ class OpenDentalSource(ApiSourceConfig):
     @property
     def secret_env_names(self) -> tuple[str, ...]:
         return (self.developer_key_env, self.customer_key_env)
+
+    @property
+    def incremental_endpoints(self) -> tuple[str, ...]:
+        if self.mode != "ledger":
+            return ()
+        from balances_pipeline.sources.opendental.rows import LEDGER_RELATIONS
+
+        return tuple(LEDGER_RELATIONS)
