@@ -325,3 +325,15 @@ def test_config_errors_name_the_key(tmp_path: Path, overrides: dict, message: st
     with pytest.raises(PracticesFileError) as error:
         practices_file(tmp_path / "p.yaml", [entry])
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_source_check_reports_counts_only(tmp_path: Path) -> None:
+    from balances_pipeline.sources.check import check_source
+
+    folder = tmp_path / "drop"
+    drop(folder, "aging_1.csv", csv_text('1,"Secretname, Avery",1,0,0,0,1,0,0', "2,B,x,0"))
+    practices = practices_file(tmp_path / "p.yaml", [practice_entry("sunrise", folder)])
+    lines = check_source(practices, "sunrise")
+    assert lines[0] == f"practice sunrise: folder {folder} readable"
+    assert "  file: aging_1.csv" in lines and "  rows: 1" in lines and "  rejected: 1" in lines
+    assert not any("Secretname" in line for line in lines)
