@@ -210,7 +210,7 @@ def _describe(error: ValidationError) -> str:
         f"[{part}]" if isinstance(part, int) else str(part) for part in first["loc"]
     ).replace(".[", "[")
     # Discriminated unions add the tag to the location ("source.opendental.page_size").
-    location = re.sub(r"\.(opendental|fhir)(?=\.|$)", "", location)
+    location = re.sub(r"\.(opendental|fhir|file_drop)(?=\.|$)", "", location)
     if first["type"] == "extra_forbidden":
         message = "unknown key"
     else:

@@ -17,6 +17,7 @@ from dagster import Definitions, in_process_executor
 
 from balances_pipeline.config import PracticesFileError, load_practices
 from balances_pipeline.defs.assets import build_sync_assets
+from balances_pipeline.defs.file_drop_sensor import build_file_drop_sensor
 from balances_pipeline.defs.jobs import build_sync_job
 from balances_pipeline.defs.partitions import practice_partitions
 from balances_pipeline.defs.resources import resources_from
@@ -31,11 +32,13 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     practices = load_practices(settings.practices_file)
     partitions = practice_partitions(practices)
     sync_job = build_sync_job()
+    file_drops = build_file_drop_sensor(practices, sync_job)  # None without file drops
     return Definitions(
         assets=build_sync_assets(partitions),
         jobs=[sync_job, *STAFF_JOBS],
         schedules=build_schedules(practices, sync_job),
-        sensors=[report_failed_syncs, report_stale_practices],
+        sensors=[report_failed_syncs, report_stale_practices,
+                 *([file_drops] if file_drops else [])],
         resources=resources_from(settings),
         # A sync is HTTP and DuckDB: a process per step only adds start-up cost.
         executor=in_process_executor,

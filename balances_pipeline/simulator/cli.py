@@ -1,4 +1,5 @@
-"""`balances simulator serve`: run the bundled EHR simulator until SIGINT/SIGTERM."""
+"""`balances simulator serve`: run the bundled EHR simulator until SIGINT/SIGTERM; and
+`balances simulator write-aging-file`: an aging export as a PMS without an API drops it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import os
 import signal
 import sys
 import threading
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
@@ -76,6 +77,24 @@ def register(subparsers: Any) -> None:
     row.add_argument("--fields", default="{}",
                      help='JSON object of Open Dental fields, e.g. \'{"SplitAmt": 50.00}\'')
     row.set_defaults(func=run_control)
+    aging_file = commands.add_parser(
+        "write-aging-file",
+        help="write a practice's aging report as a CSV export into a folder (file drops)",
+    )
+    aging_file.add_argument("--practice", required=True)
+    aging_file.add_argument("--folder", type=Path, required=True)
+    aging_file.add_argument("--as-of", dest="as_of", type=_parse_day, default=None,
+                            help="yyyy-mm-dd (default: the practice's today)")
+    aging_file.add_argument("--config", type=Path, default=None,
+                            help="simulator YAML (default: the bundled demo practices)")
+    aging_file.add_argument("--name", default=None,
+                            help="file name (default: aging_YYYYMMDD.csv)")
+    aging_file.add_argument("--encoding", default="cp1252")
+    aging_file.add_argument("--write-seconds", dest="write_seconds", type=_non_negative,
+                            default=0.0, help="spread the write over this many seconds")
+    aging_file.add_argument("--incomplete", action="store_true",
+                            help="stop halfway, leaving a partial file (to test settling)")
+    aging_file.set_defaults(func=run_write_aging_file)
 
 
 def _control_arguments(parser: argparse.ArgumentParser) -> None:
@@ -124,6 +143,53 @@ def run_control(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_write_aging_file(args: argparse.Namespace) -> int:
+    """`balances simulator write-aging-file`: no server, no keys needed."""
+    from balances_pipeline.simulator.aging_files import (
+        AgingFileError,
+        practice_aging_rows,
+        write_aging_file,
+    )
+
+    config = args.config or bundled_config_path()
+    try:
+        _, practices = load_config(Path(config), need_keys=False)
+        by_id = {p.id: p for p in practices}
+        if args.practice not in by_id:
+            raise ConfigError(f"unknown practice {args.practice!r} in {config} "
+                              f"(one of {', '.join(by_id)})")
+        practice = by_id[args.practice]
+        if not args.folder.is_dir():
+            raise AgingFileError(f"folder {args.folder} does not exist or is not a folder")
+        as_of = args.as_of or datetime.now(
+            ZoneInfo(practice.timezone) if practice.timezone else None).date()
+        rows = practice_aging_rows(practice, as_of)
+        path = write_aging_file(
+            rows, args.folder, as_of, name=args.name, encoding=args.encoding,
+            write_seconds=args.write_seconds, complete=not args.incomplete,
+        )
+    except (ConfigError, AgingFileError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"error: cannot write into {args.folder} ({error.strerror or error})",
+              file=sys.stderr)
+        return 2
+    state = "partial" if args.incomplete else "complete"
+    print(f"wrote {path} ({len(rows)} guarantors, as of {as_of.isoformat()}, {state})")
+    return 0
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0: {text!r}")
+    return value
+
+
 def _parse_day(text: str) -> date:
     try:
         return date.fromisoformat(text)
@@ -140,7 +206,8 @@ def _env(name: Any, where: str) -> str:
     return value
 
 
-def _practice(entry: Any, index: int, base: Path, today: date | None) -> SimPractice:
+def _practice(entry: Any, index: int, base: Path, today: date | None,
+              need_keys: bool = True) -> SimPractice:
     where = f"practices[{index}]"
     if not isinstance(entry, dict):
         raise ConfigError(f"{where} must be a mapping")
@@ -166,7 +233,8 @@ def _practice(entry: Any, index: int, base: Path, today: date | None) -> SimPrac
             raise ConfigError(f"{where}: unknown time zone {timezone!r}") from None
     return SimPractice(
         id=entry["id"],
-        customer_key=_env(entry.get("customer_key_env"), f"{where}, customer_key_env"),
+        customer_key=(_env(entry.get("customer_key_env"), f"{where}, customer_key_env")
+                      if need_keys else f"unused-{entry['id']}"),
         accounts=entry.get("accounts", 200),
         seed=entry.get("seed", 1),
         today=today,
@@ -177,8 +245,10 @@ def _practice(entry: Any, index: int, base: Path, today: date | None) -> SimPrac
     )
 
 
-def load_config(path: Path, today: date | None = None) -> tuple[str, list[SimPractice]]:
-    """Read a simulator YAML; keys come from the environment variables it names."""
+def load_config(path: Path, today: date | None = None, need_keys: bool = True
+                ) -> tuple[str, list[SimPractice]]:
+    """Read a simulator YAML; keys come from the environment variables it names (not read
+    with `need_keys=False`, for what serves no API: aging files)."""
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as error:
@@ -191,8 +261,9 @@ def load_config(path: Path, today: date | None = None) -> tuple[str, list[SimPra
     entries = document.get("practices")
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{path}: practices must be a non-empty list")
-    developer_key = _env(document.get("developer_key_env"), f"{path}, developer_key_env")
-    practices = [_practice(e, i, path.parent, today) for i, e in enumerate(entries)]
+    developer_key = (_env(document.get("developer_key_env"), f"{path}, developer_key_env")
+                     if need_keys else "")
+    practices = [_practice(e, i, path.parent, today, need_keys) for i, e in enumerate(entries)]
     return developer_key, practices
 
 

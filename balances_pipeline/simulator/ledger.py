@@ -422,6 +422,8 @@ def load_dataset(path: str | Path, clock: Callable[[], datetime] | None = None) 
 
 # --- seeded generator -------------------------------------------------------------------
 
+# Synthetic names; a few accented (é, ñ), as real registers have: aging files written in
+# cp1252 (simulator/aging_files.py) and every display of a name must carry them intact.
 FIRST_NAMES = (
     "Avery",
     "Blake",
@@ -455,10 +457,10 @@ FIRST_NAMES = (
     "Kit",
     "Linden",
     "Marlow",
-    "Noa",
+    "Noé",
     "Oakley",
     "Perrin",
-    "Remy",
+    "Rémy",
     "Sutton",
     "Tamsin",
     "Vesper",
@@ -497,13 +499,13 @@ LAST_NAMES = (
     "Foxglove",
     "Greywater",
     "Hazelton",
-    "Ivesdale",
+    "Ibáñez",
     "Kingsley",
     "Lowmoor",
     "Marshwood",
     "Nettlefield",
     "Orchardson",
-    "Penhallow",
+    "Peñafort",
     "Ravensworth",
 )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from balances_pipeline.config import OpenDentalSource, PracticesFile
 from balances_pipeline.sources.clients import open_client
 from balances_pipeline.sources.errors import SourceError
+from balances_pipeline.sources.file_drop.config import FileDropSource
 
 
 def check_source(practices: PracticesFile, practice_id: str) -> list[str]:
@@ -23,7 +24,10 @@ def check_source(practices: PracticesFile, practice_id: str) -> list[str]:
         plan = None
         if isinstance(practice.source, OpenDentalSource) and practice.source.mode == "ledger":
             plan = client.ledger_cost_estimate()
-    lines = [f"practice {practice_id}: {practice.source.base_url} reachable, authenticated"]
+    if isinstance(practice.source, FileDropSource):
+        lines = [f"practice {practice_id}: folder {practice.source.folder} readable"]
+    else:
+        lines = [f"practice {practice_id}: {practice.source.base_url} reachable, authenticated"]
     lines += [f"  {key}: {value}" for key, value in found.items()]
     if plan is not None:
         lines.append(f"  ledger path: {plan['path']}")

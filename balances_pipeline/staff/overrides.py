@@ -30,6 +30,7 @@ from pathlib import Path
 
 from balances_pipeline.config import PracticesFile
 from balances_pipeline.pipeline.recompute import complete_pending_republishes, republish_practice
+from balances_pipeline.plain_text import FORBIDDEN_CATEGORIES  # what text may not contain
 from balances_pipeline.storage import duck, override_store
 from balances_pipeline.storage.layout import Layout
 from balances_pipeline.storage.override_store import OverrideEvent
@@ -39,10 +40,6 @@ from balances_pipeline.storage.working_db import WorkingDatabase
 
 # ASCII digits only: `\d` (and Decimal) would take '١٢٣' or '１２３' as 123.
 MONEY_PATTERN = re.compile(r"-?[0-9]{1,9}(\.[0-9]{1,2})?")
-# Unicode categories a reason, actor or account may not contain: controls (C0, DEL, C1
-# such as U+009B CSI), format characters (bidirectional overrides such as U+202E,
-# zero-width characters), surrogates, and line and paragraph separators (U+2028, U+2029).
-FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 MAX_REASON = 500
 MAX_ACTOR = 200
 IMPORT_COLUMNS = ["practice_id", "account_id", "patient_portion", "insurance_portion", "reason"]

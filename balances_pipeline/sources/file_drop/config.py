@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import codecs
+from datetime import date, datetime
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from balances_pipeline.plain_text import forbidden_character
 from balances_pipeline.sources.source_config import Produces, SourceConfig, Strict
 
 # Our fields a file may map (CSV header -> field); any subset that gives a balance.
@@ -56,10 +58,13 @@ class FileDropSource(SourceConfig):
     pattern: str = Field(default="*.csv", min_length=1, max_length=200)
     columns: FileColumns
     date_format: str = "%Y-%m-%d"
-    as_of_column: str | None = None
+    as_of_column: str | None = Field(default=None, min_length=1)
     encoding: str = "utf-8"
     delimiter: str = Field(default=",", min_length=1, max_length=1)
     settle_seconds: float = Field(default=60, ge=0, le=86400)
+    # A larger file fails the sync (the file is read into memory once: what is parsed is
+    # exactly what is hashed).
+    max_file_bytes: int = Field(default=256 * 1024 * 1024, ge=1024, le=4 * 1024**3)
 
     @field_validator("folder")
     @classmethod
@@ -79,14 +84,49 @@ class FileDropSource(SourceConfig):
             raise ValueError("must be a file name pattern (no '/', not hidden)")
         return value
 
+    @field_validator("pattern")
+    @classmethod
+    def _no_control_characters(cls, value: str) -> str:
+        if forbidden_character(value):
+            raise ValueError("must not contain control or formatting characters")
+        return value
+
     @field_validator("encoding")
     @classmethod
     def _known_encoding(cls, value: str) -> str:
         try:
-            codecs.lookup(value)
+            info = codecs.lookup(value)
         except LookupError:
             raise ValueError(f"unknown encoding {value!r}") from None
+        if not getattr(info, "_is_text_encoding", True):
+            raise ValueError(f"{value!r} is not a text encoding")
         return value
+
+    @field_validator("delimiter")
+    @classmethod
+    def _usable_delimiter(cls, value: str) -> str:
+        if value in "\"\r\n" or value.isalnum() or not value.isprintable() and value != "\t":
+            raise ValueError("must be one printable character such as ',', ';', '|' or a tab"
+                             " (not a quote, a letter or a digit)")
+        return value
+
+    @field_validator("date_format")
+    @classmethod
+    def _date_format_gives_a_date(cls, value: str) -> str:
+        sample = date(2031, 12, 24)
+        try:
+            parsed = datetime.strptime(sample.strftime(value), value).date()
+        except ValueError:
+            parsed = None
+        if parsed != sample:
+            raise ValueError("must give a year, a month and a day (e.g. '%m/%d/%Y')")
+        return value
+
+    @model_validator(mode="after")
+    def _as_of_column_not_mapped(self) -> FileDropSource:
+        if self.as_of_column and self.as_of_column in self.columns.model_dump().values():
+            raise ValueError("as_of_column must not be a header mapped in columns")
+        return self
 
     @property
     def produces(self) -> Produces:
