@@ -119,8 +119,8 @@ def build_sync_assets(
         partitions_def=partitions_def,
         group_name=GROUP,
         kinds={"python"},
-        description="The practice's aging report or ledger, read page by page from its PMS "
-        "into staging.",
+        description="The practice's source read into staging: Open Dental's aging report or "
+        "ledger, a FHIR EHR's accounts, or the newest aging file dropped.",
         retry_policy=retry_policy,
     )
     def source_extract(

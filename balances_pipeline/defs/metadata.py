@@ -52,7 +52,19 @@ def extract_metadata(outcome: ExtractOutcome) -> dict[str, Any]:
         "pages": extract.pages,
         "reread_after_duplicates": extract.reread_after_duplicates,
         "duration_seconds": round(outcome.duration_seconds, 3),
+        **_read_facts(outcome),
     }
+
+
+def _read_facts(outcome: ExtractOutcome) -> dict[str, Any]:
+    """Where an account-balances source read from (a file's name and checksum: no data)."""
+    facts = outcome.extract.facts
+    if facts is None:
+        return {}
+    found: dict[str, Any] = {"read_path": facts.read_path or "", "unchanged": outcome.unchanged}
+    if facts.source_file:
+        found |= {"source_file": facts.source_file, "source_checksum": facts.source_checksum}
+    return found
 
 
 def balances_metadata(outcome: SyncOutcome) -> dict[str, Any]:
