@@ -145,3 +145,46 @@ def test_token_requests_are_logged_without_the_assertion(sim: SimulatorServer) -
     assert record.params["grant_type"] == "client_credentials"
     assert "client_assertion" not in record.params
     assert CLIENT not in str(record.params)
+
+
+def test_bundled_demo_config_serves_a_fhir_practice_with_the_demo_key(
+    tmp_path, monkeypatch
+) -> None:
+    from balances_pipeline.simulator.cli import ConfigError, bundled_config_path, load_config
+    from balances_pipeline.simulator.fhir_auth import DEMO_CLIENT_ID, demo_private_key_pem
+
+    for name in ("OD_DEVELOPER_KEY", "BRIGHT_SMILES_OD_CUSTOMER_KEY",
+                 "LAKESIDE_FAMILY_OD_CUSTOMER_KEY", "HARBOR_DENTAL_OD_CUSTOMER_KEY"):
+        monkeypatch.setenv(name, f"demo-{name.lower()}")
+    developer_key, practices = load_config(bundled_config_path())
+    peds = next(p for p in practices if p.id == "lakeside_peds")
+    assert peds.customer_key is None and peds.fhir_client_id == DEMO_CLIENT_ID
+    assert demo_private_key_pem() == demo_private_key_pem()  # deterministic
+    small = [p for p in practices if p.id == "lakeside_peds"]
+    with SimulatorServer(small, developer_key) as server:
+        signed = assertion(server, "lakeside_peds", key=demo_private_key_pem(), alg="ES384",
+                           iss=DEMO_CLIENT_ID, sub=DEMO_CLIENT_ID)
+        token = token_request(server, signed, "lakeside_peds")
+        assert token.status_code == 200, token.text
+        reply = get(server, "Account", "lakeside_peds", token=token.json()["access_token"])
+        assert reply.status_code == 200
+        assert requests.delete(f"http://127.0.0.1:{server.port}/_sim/fhir-tokens/lakeside_peds",
+                               timeout=10).json() == {"expired": 1}
+        assert get(server, "Account", "lakeside_peds",
+                   token=token.json()["access_token"]).status_code == 401
+
+    config = tmp_path / "sim.yaml"
+    monkeypatch.setenv("PEDS_TOKEN", "static-from-env")
+    config.write_text("developer_key_env: OD_DEVELOPER_KEY\npractices:\n"
+                      "  - id: p\n    fhir_bearer_token_env: PEDS_TOKEN\n"
+                      "    fhir_bulk_polls: 0\n")
+    _, (only,) = load_config(config)
+    assert only.fhir_bearer_token == "static-from-env" and only.fhir_bulk_polls == 0
+    config.write_text("developer_key_env: OD_DEVELOPER_KEY\npractices:\n"
+                      "  - id: p\n    fhir_client_id: c\n")
+    try:
+        load_config(config)
+    except ConfigError as error:
+        assert "fhir_public_key" in str(error)
+    else:
+        raise AssertionError("a client id without a key must be refused")

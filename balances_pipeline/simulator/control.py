@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
 
 class Control:
-    """`/_sim/faults/<id>`, `/_sim/clock/<id>`, `/_sim/rows/<id>/<table>[/<key>]`."""
+    """`/_sim/faults/<id>`, `/_sim/clock/<id>`, `/_sim/rows/<id>/<table>[/<key>]`,
+    `DELETE /_sim/fhir-tokens/<id>` (expire the practice's issued FHIR access tokens)."""
 
     def __init__(self, simulator: SimulatorServer) -> None:
         self.simulator = simulator
@@ -30,6 +31,8 @@ class Control:
             return self.clock(method, args[0], payload)
         if kind == "rows" and len(args) in (2, 3):
             return self.rows(method, args, payload)
+        if kind == "fhir-tokens" and len(args) == 1 and method == "DELETE":
+            return 200, {"expired": self.simulator.expire_fhir_tokens(args[0])}
         raise ApiError(404, f"unknown control path: /_sim/{'/'.join(parts)}")
 
     def faults(self, method: str, practice_id: str, payload: Any) -> tuple[int, Any]:
