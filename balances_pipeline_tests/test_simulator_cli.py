@@ -37,6 +37,7 @@ def test_bundled_demo_config(monkeypatch: pytest.MonkeyPatch) -> None:
         ("bright_smiles", "demo-bright", 300, 11),
         ("lakeside_family", "demo-lakeside", 150, 22),
         ("harbor_dental", "demo-harbor", 500, 33),
+        ("lakeside_peds", None, 200, 44),  # FHIR only (the bundled demo-only key pair)
     ]
     # The office's time zones of balances_pipeline/demo/practices.yaml; both ShortQuery
     # paths (with and without the Queries permission); one database of several clinics.
@@ -44,6 +45,7 @@ def test_bundled_demo_config(monkeypatch: pytest.MonkeyPatch) -> None:
         ("America/Denver", True, 0),
         ("America/New_York", False, 0),
         ("America/Los_Angeles", True, 3),
+        ("America/Chicago", False, 0),
     ]
     monkeypatch.delenv("LAKESIDE_FAMILY_OD_CUSTOMER_KEY")
     with pytest.raises(ConfigError, match="LAKESIDE_FAMILY_OD_CUSTOMER_KEY"):

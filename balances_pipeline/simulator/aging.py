@@ -55,6 +55,8 @@ class _Ager:
         self.as_of_ord = as_of.toordinal()
         self.accounts: dict[int, _Account] = {}
         self.ordinals: dict[str, int] = {}
+        # NotReceived estimates by ProcNum (set by run(); the FHIR view splits them by term)
+        self.pending: dict[int, list[tuple[int, Decimal, Decimal]]] = {}
         patients = ledger.patients
         pat, guar = patients.pos("PatNum"), patients.pos("Guarantor")
         self.family = {row[pat]: row[guar] for row in patients.rows}
@@ -80,7 +82,7 @@ class _Ager:
         self.account(patnum).buckets[bucket_index(self.as_of_ord - ordinal)] += amount
 
     def run(self) -> dict[int, _Account]:
-        pending = self.claimprocs()
+        pending = self.pending = self.claimprocs()
         self.procedures(pending)
         self.simple("paysplits", "SplitAmt", "DatePay", sign=-1)
         self.simple("adjustments", "AdjAmt", "AdjDate", sign=1)

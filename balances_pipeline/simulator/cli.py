@@ -18,9 +18,25 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from balances_pipeline.simulator.fhir_auth import demo_public_key_pem
 from balances_pipeline.simulator.server import SimPractice, SimulatorServer
 
 DEFAULT_PORT = 9100
+FHIR_INT_KEYS = (
+    "fhir_token_lifetime_seconds",
+    "fhir_bulk_polls",
+    "fhir_bulk_retry_after_seconds",
+    "fhir_bulk_file_accounts",
+)
+FHIR_KEYS = {
+    "fhir_client_id",
+    "fhir_public_key_pem",
+    "fhir_public_key_file",
+    "fhir_demo_key",
+    "fhir_bearer_token_env",
+    "fhir_group_id",
+    *FHIR_INT_KEYS,
+}
 CONFIG_KEYS = {"developer_key_env", "practices"}
 PRACTICE_KEYS = {
     "id",
@@ -31,6 +47,7 @@ PRACTICE_KEYS = {
     "timezone",
     "queries_permission",
     "clinics",
+    *FHIR_KEYS,
 }
 
 
@@ -231,10 +248,16 @@ def _practice(entry: Any, index: int, base: Path, today: date | None,
             ZoneInfo(timezone)
         except (ValueError, TypeError, ZoneInfoNotFoundError):
             raise ConfigError(f"{where}: unknown time zone {timezone!r}") from None
+    fhir = _fhir_settings(entry, where, base, need_keys)
+    if "customer_key_env" not in entry and not (fhir.get("fhir_client_id")
+                                                or fhir.get("fhir_bearer_token")):
+        raise ConfigError(f"{where}: customer_key_env is required (or FHIR settings)")
+    customer_key = None if need_keys else f"unused-{entry['id']}"
+    if "customer_key_env" in entry and need_keys:
+        customer_key = _env(entry["customer_key_env"], f"{where}, customer_key_env")
     return SimPractice(
         id=entry["id"],
-        customer_key=(_env(entry.get("customer_key_env"), f"{where}, customer_key_env")
-                      if need_keys else f"unused-{entry['id']}"),
+        customer_key=customer_key,
         accounts=entry.get("accounts", 200),
         seed=entry.get("seed", 1),
         today=today,
@@ -242,7 +265,48 @@ def _practice(entry: Any, index: int, base: Path, today: date | None,
         timezone=timezone,
         queries_permission=entry.get("queries_permission", False),
         clinics=entry.get("clinics", 0),
+        **fhir,
     )
+
+
+def _fhir_settings(entry: dict[str, Any], where: str, base: Path, need_keys: bool = True
+                   ) -> dict[str, Any]:
+    """A practice's FHIR settings: the client id, its public key (inline PEM, a PEM file,
+    or `fhir_demo_key: true` for the bundled demo-only key pair), a static bearer token
+    from an environment variable, and the Bulk Data knobs."""
+    settings: dict[str, Any] = {}
+    for key in FHIR_INT_KEYS:
+        if key in entry:
+            if isinstance(entry[key], bool) or not isinstance(entry[key], int):
+                raise ConfigError(f"{where}: {key} must be an integer")
+            settings[key] = entry[key]
+    for key in ("fhir_client_id", "fhir_group_id"):
+        if key in entry:
+            if not isinstance(entry[key], str) or not entry[key]:
+                raise ConfigError(f"{where}: {key} must be a non-empty string")
+            settings[key] = entry[key]
+    sources = [k for k in ("fhir_public_key_pem", "fhir_public_key_file", "fhir_demo_key")
+               if entry.get(k)]
+    if len(sources) > 1:
+        raise ConfigError(f"{where}: give one of {', '.join(sources)}")
+    if "fhir_demo_key" in entry and not isinstance(entry["fhir_demo_key"], bool):
+        raise ConfigError(f"{where}: fhir_demo_key must be true or false")
+    if entry.get("fhir_demo_key"):
+        settings["fhir_public_key_pem"] = demo_public_key_pem()
+    elif entry.get("fhir_public_key_file"):
+        try:
+            settings["fhir_public_key_pem"] = (base / entry["fhir_public_key_file"]).read_text()
+        except (OSError, TypeError) as error:
+            raise ConfigError(f"{where}: cannot read fhir_public_key_file: {error}") from None
+    elif entry.get("fhir_public_key_pem"):
+        settings["fhir_public_key_pem"] = str(entry["fhir_public_key_pem"])
+    if settings.get("fhir_client_id") and "fhir_public_key_pem" not in settings:
+        raise ConfigError(f"{where}: fhir_client_id needs fhir_public_key_pem, "
+                          "fhir_public_key_file or fhir_demo_key")
+    if "fhir_bearer_token_env" in entry and need_keys:
+        settings["fhir_bearer_token"] = _env(entry["fhir_bearer_token_env"],
+                                             f"{where}, fhir_bearer_token_env")
+    return settings
 
 
 def load_config(path: Path, today: date | None = None, need_keys: bool = True
@@ -281,8 +345,12 @@ def run_serve(args: argparse.Namespace) -> int:
     }
     try:
         server.start()
-        ids = ", ".join(p.id for p in practices)
+        ids = ", ".join(p.id for p in practices if p.customer_key is not None)
         print(f"simulator listening on {server.url} (practices: {ids})", flush=True)
+        for p in practices:
+            if p.fhir_client_id or p.fhir_bearer_token:
+                print(f"FHIR {p.id}: {server.fhir_url(p.id)} (r5: {server.fhir_url(p.id, 'r5')})",
+                      flush=True)
         while not stop.wait(0.5):
             pass
     finally:

@@ -317,6 +317,9 @@ class Ledger:
         # (version, table, key) of the latest changes, for mirrors kept in step with the
         # ledger (the ShortQuery database); bounded, a mirror further behind rebuilds.
         self.journal: deque[tuple[int, str, int]] = deque(maxlen=JOURNAL_LENGTH)
+        # (PatNum, stamp) of every deleted row: a family's FHIR Account changes when one of
+        # its rows goes, though no remaining row carries a newer stamp.
+        self.deletions: list[tuple[int, str]] = []
 
     @property
     def patients(self) -> Table:
@@ -383,6 +386,7 @@ class Ledger:
     def delete_row(self, table: str, key: int) -> dict[str, Any]:
         with self.lock:
             deleted = self.table(table).delete(int(key))
+            self.deletions.append((int(deleted.get("PatNum") or 0), self.now_stamp()))
             self._changed(table, int(key))
             return deleted
 

@@ -21,11 +21,22 @@ request began) on `/patients/Simple` and `/procedurelogs` rows.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import Any
 
-from balances_pipeline.simulator.ledger import CENT
+from balances_pipeline.simulator.ledger import CENT, STAMP_FORMAT
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
 
 Shape = Callable[[dict[str, Any], str], dict[str, Any]]
 
@@ -212,3 +223,95 @@ LIST_ENDPOINTS: dict[str, ListEndpoint] = {
         ),
     )
 }
+
+
+# --- request parameters (shared by the list endpoints and /reports/Aging) ---------------
+
+DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+STAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}( \d{2}:\d{2}:\d{2})?$")
+
+
+def int_param(
+    params: dict[str, str],
+    name: str,
+    default: int | None,
+    minimum: int,
+    label: str | None = None,
+) -> Any:
+    raw = params.get(name)
+    if raw is None:
+        return default
+    label = label or {"offset": "Offset", "limit": "Limit", "clinicnum": "ClinicNum"}.get(
+        name, name
+    )
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"{label} is not a valid number.") from None
+    if value < minimum:
+        raise ApiError(400, f"{label} must be at least {minimum}.")
+    return value
+
+
+def as_of_param(params: dict[str, str]) -> date:
+    raw = params.get("dateasof")
+    if not raw:
+        raise ApiError(400, "DateAsOf is required (yyyy-MM-dd).")
+    try:
+        if not DATE_RE.match(raw):
+            raise ValueError
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise ApiError(400, f"DateAsOf is not a yyyy-MM-dd date: {raw!r}") from None
+
+
+def stamp_param(params: dict[str, str], name: str) -> str | None:
+    raw = params.get(name.lower())
+    if raw is None:
+        return None
+    raw = raw.strip()
+    try:
+        if not STAMP_RE.match(raw):
+            raise ValueError
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ApiError(400, f"{name} is not a yyyy-MM-dd HH:mm:ss timestamp: {raw!r}") from None
+    return moment.strftime(STAMP_FORMAT)
+
+
+def list_filters(
+    endpoint: ListEndpoint, params: dict[str, str]
+) -> tuple[tuple[str, str, Any], ...]:
+    """An endpoint's filters from the query string: refused and required parameters first,
+    then each filter it has; any other parameter is ignored, as Open Dental ignores it."""
+    for param, message in endpoint.refused.items():
+        if param in params:
+            raise ApiError(400, message)
+    for param, message in endpoint.required.items():
+        if not params.get(param, "").strip():
+            raise ApiError(400, message)
+    ignored = {i for p, names in endpoint.overrides.items() if p in params for i in names}
+    filters: list[tuple[str, str, Any]] = []
+    for param, (field_name, op) in endpoint.filters.items():
+        if param not in params or param in ignored:
+            continue
+        if op == "since":
+            filters.append((field_name, op, stamp_param(params, field_name)))
+        else:
+            filters.append((field_name, op, int_param(params, param, None, 0, field_name)))
+    return tuple(filters)
+
+
+def require_method(method: str, allowed: str) -> None:
+    if method != allowed:
+        raise ApiError(405, f"The method {method} is not allowed here (use {allowed}).")
+
+
+def sql_command(body: bytes) -> Any:
+    try:
+        document = json.loads(body) if body.strip() else None
+    except ValueError:
+        raise ApiError(400, "The request body is not valid JSON.") from None
+    if not isinstance(document, dict) or "SqlCommand" not in document:
+        raise ApiError(400, "SqlCommand is required.")
+    return document["SqlCommand"]

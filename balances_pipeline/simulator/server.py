@@ -1,10 +1,10 @@
-"""The bundled EHR simulator: the Open Dental API subset of docs/sources.md over real HTTP."""
+"""The bundled EHR simulator: the Open Dental API subset of docs/sources.md over real HTTP,
+and a FHIR R4/R5 endpoint (fhir.py) over the same simulated ledgers."""
 
 from __future__ import annotations
 
 import hmac
 import json
-import re
 import socket
 import sys
 import threading
@@ -20,10 +20,21 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from zoneinfo import ZoneInfo
 
 from balances_pipeline.simulator.aging import AgingCache
+from balances_pipeline.simulator.control import Control, is_loopback
 from balances_pipeline.simulator.faults import Faults, FaultState, corrupt_page
+from balances_pipeline.simulator.fhir import FHIR_PREFIX, FhirService
+from balances_pipeline.simulator.fhir_data import FhirAccount
 from balances_pipeline.simulator.ledger import STAMP_FORMAT, Ledger, generate_ledger, load_dataset
 from balances_pipeline.simulator.queries import QueryDatabase, QueryError
-from balances_pipeline.simulator.rest import LIST_ENDPOINTS, ListEndpoint
+from balances_pipeline.simulator.rest import (
+    LIST_ENDPOINTS,
+    ApiError,
+    as_of_param,
+    int_param,
+    list_filters,
+    require_method,
+    sql_command,
+)
 
 API_PREFIX = "/api/v1/"
 CONTROL_PREFIX = "/_sim/"
@@ -35,21 +46,13 @@ ENDPOINT_NAMES = {
     for name in (AGING_ENDPOINT, SHORT_QUERY_ENDPOINT, *(e.name for e in LIST_ENDPOINTS.values()))
 }
 NO_QUERIES_PERMISSION = "This customer key does not have permission for Queries."
-DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-STAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}( \d{2}:\d{2}:\d{2})?$")
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 @dataclass(frozen=True)
 class SimPractice:
     id: str
-    customer_key: str
+    # The Open Dental customer key (None: the practice has no Open Dental API, FHIR only).
+    customer_key: str | None
     accounts: int = 200
     seed: int = 1
     today: date | None = None
@@ -65,6 +68,18 @@ class SimPractice:
     # 0: a database without clinics (every ClinicNum 0); N: families and transactions
     # spread over clinics 1..N of one database (generated practices only).
     clinics: int = 0
+    # FHIR (fhir.py): served when a client id or a static bearer token is set. The client's
+    # registered public key(s): PEM, one or more RSA (RS384) or P-384 (ES384) blocks.
+    fhir_client_id: str | None = None
+    fhir_public_key_pem: str | None = None
+    fhir_bearer_token: str | None = None
+    fhir_token_lifetime_seconds: int = 300
+    # Bulk Data: the one Group id of all the practice's accounts; status polls answered 202
+    # before the manifest, their Retry-After; accounts per NDJSON file (at least 2 files).
+    fhir_group_id: str = "all"
+    fhir_bulk_polls: int = 2
+    fhir_bulk_retry_after_seconds: int = 1
+    fhir_bulk_file_accounts: int = 1000
 
 
 @dataclass(frozen=True)
@@ -185,7 +200,12 @@ class _HTTPServer(ThreadingHTTPServer):
 
 
 class SimulatorServer:
-    """Serves simulated practices; `start()` runs it on a background thread."""
+    """Serves simulated practices; `start()` runs it on a background thread.
+
+    Open Dental at `url` (`http://host:port/api/v1`); FHIR at `fhir_url(practice_id,
+    "r4"|"r5")` (`http://host:port/fhir/<practice_id>/r4`), its token endpoint at
+    `fhir_token_url(practice_id)` (`.../fhir/<practice_id>/auth/token`).
+    """
 
     def __init__(
         self,
@@ -195,12 +215,13 @@ class SimulatorServer:
         port: int = 0,
     ) -> None:
         ids = [p.id for p in practices]
-        keys = [p.customer_key for p in practices]
+        keys = [p.customer_key for p in practices if p.customer_key is not None]
         if len(set(ids)) != len(ids) or len(set(keys)) != len(keys):
             raise ValueError("practice ids and customer keys must be unique")
         self.developer_key = developer_key
         self._practices = {p.id: _PracticeRuntime(p) for p in practices}
-        self._by_key = {p.customer_key: p.id for p in practices}
+        self._by_key = {p.customer_key: p.id for p in practices if p.customer_key is not None}
+        self.fhir = FhirService(self, self._practices)
         self._log: list[RequestRecord] = []
         self._log_lock = threading.Lock()
         self._httpd = _HTTPServer((host, port), _Handler)
@@ -280,6 +301,32 @@ class SimulatorServer:
     def advance_clock(self, days: float, practice_id: str | None = None) -> None:
         for pid in [practice_id] if practice_id else self.practice_ids:
             self.runtime(pid).advance(days)
+
+    def fhir_url(self, practice_id: str, version: str = "r4") -> str:
+        """A practice's FHIR base URL (`version` "r4" or "r5")."""
+        self.fhir.practice(practice_id)
+        if version not in ("r4", "r5"):
+            raise ValueError(f"FHIR version must be r4 or r5, not {version!r}")
+        return f"http://{self.host}:{self.port}{FHIR_PREFIX}{practice_id}/{version}"
+
+    def fhir_token_url(self, practice_id: str) -> str:
+        """The SMART token endpoint, the `aud` a client assertion must name."""
+        self.fhir.practice(practice_id)
+        return f"http://{self.host}:{self.port}{FHIR_PREFIX}{practice_id}/auth/token"
+
+    def fhir_accounts(self, practice_id: str) -> dict[str, FhirAccount]:
+        """The figures the practice's FHIR Accounts carry now, by Account id."""
+        return {a.id: a for a in self.fhir.practice(practice_id).accounts().values()}
+
+    def expire_fhir_tokens(self, practice_id: str) -> int:
+        """Expire every access token issued for the practice (not its static token)."""
+        return self.fhir.practice(practice_id).auth.expire_tokens()
+
+    def record_request(
+        self, practice_id: str | None, method: str, endpoint: str, params: dict[str, str],
+        status: int | None,
+    ) -> None:
+        self.record(RequestRecord(practice_id, method, endpoint, params, status))
 
     def record(self, entry: RequestRecord) -> None:
         with self._log_lock:
@@ -364,6 +411,8 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._read_body()
         if url.path.startswith(CONTROL_PREFIX):
             self._control(method, url.path[len(CONTROL_PREFIX) :], body)
+        elif url.path.startswith(FHIR_PREFIX):
+            self.simulator.fhir.handle(self, method, url.path, url.query, body)
         elif url.path.startswith(API_PREFIX):
             self._api(method, url.path[len(API_PREFIX) :].strip("/"), url.query, body)
         else:
@@ -492,29 +541,29 @@ class _Handler(BaseHTTPRequestHandler):
         body: bytes,
         faults: Faults,
     ) -> list[dict[str, Any]]:
-        offset = _int_param(params, "offset", 0, minimum=0)
+        offset = int_param(params, "offset", 0, minimum=0)
         start = offset - 1 if faults.duplicate_rows and offset > 0 else offset
         list_endpoint = LIST_ENDPOINTS.get(endpoint.lower())
         if endpoint == SHORT_QUERY_ENDPOINT:
-            _require_method(method, "PUT")
+            require_method(method, "PUT")
             if not practice.practice.queries_permission:
                 raise ApiError(401, NO_QUERIES_PERMISSION)
-            sql = _sql_command(body)
+            sql = sql_command(body)
             assert self._sim_now is not None
             page = practice.queries.page(sql, start, self._sim_now)
             # Without a total, only the faults that need none apply to query results.
             return corrupt_page(endpoint, page, start, 0, faults)
-        _require_method(method, "GET")
-        limit = min(_int_param(params, "limit", PAGE_SIZE, minimum=1), PAGE_SIZE)
+        require_method(method, "GET")
+        limit = min(int_param(params, "limit", PAGE_SIZE, minimum=1), PAGE_SIZE)
         if endpoint == AGING_ENDPOINT:
-            clinic = _int_param(params, "clinicnum", None, minimum=0)
-            as_of = _as_of_param(params)
+            clinic = int_param(params, "clinicnum", None, minimum=0)
+            as_of = as_of_param(params)
             # Without ClinicNum, the one-argument call tests may stand in for (runtime.aging).
             report = practice.aging(as_of) if clinic is None else practice.aging(as_of, clinic)
             total = len(report)
             page = [dict(row) for row in report[start : start + limit]]
         elif list_endpoint is not None:
-            rows = practice.list_rows(list_endpoint.table, _filters(list_endpoint, params))
+            rows = practice.list_rows(list_endpoint.table, list_filters(list_endpoint, params))
             total = len(rows)
             as_dict = practice.ledger.table(list_endpoint.table).as_dict
             assert self._sim_now is not None
@@ -528,13 +577,13 @@ class _Handler(BaseHTTPRequestHandler):
     # --- control endpoints (loopback only) ----------------------------------------------
 
     def _control(self, method: str, path: str, body: bytes) -> None:
-        if not _is_loopback(self.client_address[0]):
+        if not is_loopback(self.client_address[0]):
             self._send_json(403, {"error": "control endpoints are loopback only"})
             return
         parts = [unquote(p) for p in path.strip("/").split("/")]
         try:
             payload = json.loads(body, parse_float=Decimal) if body.strip() else {}
-            status, result = _Control(self.simulator).handle(method, parts, payload)
+            status, result = Control(self.simulator).handle(method, parts, payload)
         except ApiError as error:
             status, result = error.status, {"error": error.message}
         except (ValueError, TypeError) as error:
@@ -542,146 +591,3 @@ class _Handler(BaseHTTPRequestHandler):
         except KeyError as error:
             status, result = 404, {"error": str(error.args[0] if error.args else error)}
         self._send_json(status, result)
-
-
-class _Control:
-    """`/_sim/faults/<id>`, `/_sim/clock/<id>`, `/_sim/rows/<id>/<table>[/<key>]`."""
-
-    def __init__(self, simulator: SimulatorServer) -> None:
-        self.simulator = simulator
-
-    def handle(self, method: str, parts: list[str], payload: Any) -> tuple[int, Any]:
-        kind, args = (parts[0], parts[1:]) if parts else ("", [])
-        if kind == "faults" and len(args) == 1:
-            return self.faults(method, args[0], payload)
-        if kind == "clock" and len(args) == 1:
-            return self.clock(method, args[0], payload)
-        if kind == "rows" and len(args) in (2, 3):
-            return self.rows(method, args, payload)
-        raise ApiError(404, f"unknown control path: /_sim/{'/'.join(parts)}")
-
-    def faults(self, method: str, practice_id: str, payload: Any) -> tuple[int, Any]:
-        runtime = self.simulator.runtime(practice_id)
-        if method == "POST":
-            runtime.faults.set(Faults.from_json(payload))
-        elif method == "DELETE":
-            runtime.faults.clear()
-        elif method != "GET":
-            raise ApiError(405, f"method {method} not allowed")
-        return 200, runtime.faults.snapshot().to_json()
-
-    def clock(self, method: str, practice_id: str, payload: Any) -> tuple[int, Any]:
-        runtime = self.simulator.runtime(practice_id)
-        if method == "POST":
-            days = payload.get("advance_days", 0) if isinstance(payload, dict) else None
-            if isinstance(days, bool) or not isinstance(days, int | float | Decimal):
-                raise ValueError("advance_days must be a number")
-            runtime.advance(float(days))
-        elif method != "GET":
-            raise ApiError(405, f"method {method} not allowed")
-        return 200, {"now": runtime.now().strftime("%Y-%m-%d %H:%M:%S")}
-
-    def rows(self, method: str, args: list[str], payload: Any) -> tuple[int, Any]:
-        ledger = self.simulator.ledger(args[0])
-        table = args[1]
-        if len(args) == 2 and method == "POST":
-            if not isinstance(payload, dict):
-                raise ValueError("the row must be a JSON object")
-            return 201, ledger.add_row(table, payload)
-        if len(args) == 3:
-            key = int(args[2])
-            if method == "GET":
-                return 200, ledger.table(table).get(key)
-            if method == "PATCH" and isinstance(payload, dict):
-                return 200, ledger.edit_row(table, key, **payload)
-            if method == "DELETE":
-                return 200, ledger.delete_row(table, key)
-        raise ApiError(405, f"method {method} not allowed here")
-
-
-def _is_loopback(address: str) -> bool:
-    return address.startswith("127.") or address in ("::1", "::ffff:127.0.0.1")
-
-
-def _int_param(
-    params: dict[str, str],
-    name: str,
-    default: int | None,
-    minimum: int,
-    label: str | None = None,
-) -> Any:
-    raw = params.get(name)
-    if raw is None:
-        return default
-    label = label or {"offset": "Offset", "limit": "Limit", "clinicnum": "ClinicNum"}.get(
-        name, name
-    )
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, f"{label} is not a valid number.") from None
-    if value < minimum:
-        raise ApiError(400, f"{label} must be at least {minimum}.")
-    return value
-
-
-def _as_of_param(params: dict[str, str]) -> date:
-    raw = params.get("dateasof")
-    if not raw:
-        raise ApiError(400, "DateAsOf is required (yyyy-MM-dd).")
-    try:
-        if not DATE_RE.match(raw):
-            raise ValueError
-        return date.fromisoformat(raw)
-    except ValueError:
-        raise ApiError(400, f"DateAsOf is not a yyyy-MM-dd date: {raw!r}") from None
-
-
-def _stamp_param(params: dict[str, str], name: str) -> str | None:
-    raw = params.get(name.lower())
-    if raw is None:
-        return None
-    raw = raw.strip()
-    try:
-        if not STAMP_RE.match(raw):
-            raise ValueError
-        moment = datetime.fromisoformat(raw)
-    except ValueError:
-        raise ApiError(400, f"{name} is not a yyyy-MM-dd HH:mm:ss timestamp: {raw!r}") from None
-    return moment.strftime(STAMP_FORMAT)
-
-
-def _filters(endpoint: ListEndpoint, params: dict[str, str]) -> tuple[tuple[str, str, Any], ...]:
-    """An endpoint's filters from the query string: refused and required parameters first,
-    then each filter it has; any other parameter is ignored, as Open Dental ignores it."""
-    for param, message in endpoint.refused.items():
-        if param in params:
-            raise ApiError(400, message)
-    for param, message in endpoint.required.items():
-        if not params.get(param, "").strip():
-            raise ApiError(400, message)
-    ignored = {i for p, names in endpoint.overrides.items() if p in params for i in names}
-    filters: list[tuple[str, str, Any]] = []
-    for param, (field_name, op) in endpoint.filters.items():
-        if param not in params or param in ignored:
-            continue
-        if op == "since":
-            filters.append((field_name, op, _stamp_param(params, field_name)))
-        else:
-            filters.append((field_name, op, _int_param(params, param, None, 0, field_name)))
-    return tuple(filters)
-
-
-def _require_method(method: str, allowed: str) -> None:
-    if method != allowed:
-        raise ApiError(405, f"The method {method} is not allowed here (use {allowed}).")
-
-
-def _sql_command(body: bytes) -> Any:
-    try:
-        document = json.loads(body) if body.strip() else None
-    except ValueError:
-        raise ApiError(400, "The request body is not valid JSON.") from None
-    if not isinstance(document, dict) or "SqlCommand" not in document:
-        raise ApiError(400, "SqlCommand is required.")
-    return document["SqlCommand"]
