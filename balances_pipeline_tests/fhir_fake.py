@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -142,6 +143,7 @@ class Reply:
     status: int = 200
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
+    truncate: bool = False  # promise 500 more bytes than sent, then close
 
 
 @dataclass
@@ -423,9 +425,14 @@ class FakeFhir:
                     self.send_header("Content-Type", "application/fhir+json")
                 for name, value in reply.headers.items():
                     self.send_header(name, value)
-                self.send_header("Content-Length", str(len(reply.body)))
+                extra = 500 if reply.truncate else 0
+                self.send_header("Content-Length", str(len(reply.body) + extra))
                 self.end_headers()
                 self.wfile.write(reply.body)
+                if reply.truncate:
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
 
             do_GET = do_POST = do_DELETE = _serve  # noqa: N815 (http.server's naming)
 

@@ -8,12 +8,13 @@ from decimal import Decimal
 
 import pytest
 
-from balances_pipeline.sources.errors import SourceError
+from balances_pipeline.sources.errors import SourceError, TransientSourceError
 from balances_pipeline.sources.fhir import bulk
 from balances_pipeline_tests.fhir_fake import (
     FakeFhir,
     Reply,
     account,
+    dumps,
     fhir_fixture,  # noqa: F401
     make_client,
     outcome,
@@ -137,3 +138,13 @@ def test_files_without_access_token(fhir: FakeFhir, sleeps: list[float]) -> None
         rows, _ = read_all(client)
     assert len(rows) == 3
     assert all(f.authorization is None for f in fhir.requests_to("file"))
+
+
+def test_file_cut_short_is_transient(fhir: FakeFhir, sleeps: list[float]) -> None:
+    fhir.bulk_polls, fhir.bulk_files = 0, 1
+    fhir.accounts = accounts(3)
+    lines = b"".join(dumps(a) + b"\n" for a in fhir.accounts)
+    fhir.script["file"] = [Reply(200, lines[:-40], truncate=True)]
+    with make_client(fhir, bulk_group_id="g1") as client, \
+            pytest.raises(TransientSourceError, match="bulk file 1: cut short"):
+        read_all(client)
