@@ -18,6 +18,10 @@ class FhirSource(ApiSourceConfig):
                                   pattern=r"^[\x21-\x7e]+$")
     private_key_env: EnvVarName | None = None
     token_env: EnvVarName | None = None
+    # smart_backend: the `kid` header of the client assertion (the key's id in the JWKS
+    # registered with the EHR), when the EHR asks for one.
+    key_id: str | None = Field(default=None, min_length=1, max_length=200,
+                               pattern=r"^[\x21-\x7e]+$")
     scope: str = "system/Account.read system/Patient.read"
     page_size: int = Field(default=100, ge=1, le=1000)
     # Bulk Data `$export` of this Group instead of paging `Account` searches.
@@ -25,6 +29,9 @@ class FhirSource(ApiSourceConfig):
     bulk_poll_max_seconds: float = Field(default=3600, gt=0, le=86400)
     # Searches add `status=active` (servers that do not support it: false).
     search_status_active: bool = True
+    # Searches add `_include=Account:guarantor` for the guarantors' names (servers that
+    # refuse it: false; names then come from `guarantor.party.display` only).
+    include_guarantor: bool = True
 
     @model_validator(mode="after")
     def _credentials_match_auth(self) -> FhirSource:
@@ -37,8 +44,9 @@ class FhirSource(ApiSourceConfig):
         else:
             if not self.token_env:
                 raise ValueError("auth bearer needs token_env")
-            if self.private_key_env or self.client_id:
-                raise ValueError("client_id and private_key_env are for auth smart_backend")
+            if self.private_key_env or self.client_id or self.key_id:
+                raise ValueError("client_id, private_key_env and key_id are for auth "
+                                 "smart_backend")
         return self
 
     @property
