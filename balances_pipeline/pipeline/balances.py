@@ -196,4 +196,12 @@ def _carry_published_accounts(
         ).fetchall()]
     staging.con.execute(_CARRY_PUBLISHED_ACCOUNTS,
                         {"previous": str(previous_file), "no_split": no_split})
+    # A changed account whose guarantor's name the read did not bring (an incremental bulk
+    # export holds only changed patients) keeps its published name.
+    staging.con.execute(
+        "UPDATE stg_source_balances AS s SET account_name = p.account_name"
+        " FROM read_parquet($previous) AS p"
+        " WHERE s.account_id = p.account_id AND s.account_name = ''",
+        {"previous": str(previous_file)},
+    )
     staging.con.execute("DELETE FROM stg_source_balances WHERE NOT active")

@@ -1,12 +1,15 @@
 """FHIR Bulk Data `$export` of a Group's Accounts, for large practices.
 
-Kick-off `GET [base]/Group/<id>/$export?_type=Account[&_since=<instant>]` with
+Kick-off `GET [base]/Group/<id>/$export?_type=Account,Patient[&_since=<instant>]` with
 `Prefer: respond-async` → 202 and `Content-Location`; the status URL is polled honouring
 `Retry-After` (seconds or an HTTP date; 2 s when absent), for at most
 `bulk_poll_max_seconds` in all (then the export is cancelled with a DELETE and the read
 fails); 200 gives the manifest. Each `output` file of type Account is streamed line by line
 into pages of `BULK_PAGE_ROWS` accounts: a file is never held in memory (a line is at most
-`max_response_bytes`). Any `error` entry of the manifest fails the read with the text of
+`max_response_bytes`). The Patient files are read first, keeping only each patient's name
+(for accounts whose guarantor carries no `display`); an incremental export's Patient files
+hold only changed patients, and a name not found there is the published one. Any `error`
+entry of the manifest fails the read with the text of
 its first OperationOutcome: accounts missing from an export would otherwise leave the
 practice. The status URL and file URLs must be on the base URL's origin.
 """
@@ -32,6 +35,7 @@ from balances_pipeline.sources.errors import (
 )
 from balances_pipeline.sources.fhir.auth import BearerAuth
 from balances_pipeline.sources.fhir.bundle import accounts_page
+from balances_pipeline.sources.fhir.mapping import Names, human_name
 from balances_pipeline.sources.fhir.transport import (
     FHIR_JSON,
     FhirTransport,
@@ -61,6 +65,7 @@ class Manifest:
     requires_token: bool
     transaction_time: datetime | None
     kickoff_clock: datetime | None
+    patient_files: tuple[str, ...] = ()
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -82,7 +87,7 @@ def run_export(transport: FhirTransport, changed_since: datetime | None) -> Mani
     """Kick off the export, poll it to completion and read its manifest."""
     source, practice = transport.source, transport.practice
     group = source.bulk_group_id
-    params = {"_type": "Account"}
+    params = {"_type": "Account,Patient"}
     if changed_since is not None:
         params["_since"] = format_instant(changed_since)
     response = transport.get(f"{source.base_url}/Group/{group}/$export", what="bulk kick-off",
@@ -153,10 +158,10 @@ def _read_manifest(transport: FhirTransport, body: Any, kickoff_clock: datetime 
     if errors:
         raise SourceError(f"{where}: the export reported {len(errors)} error file(s): "
                           f"{_error_text(transport, errors[0], requires_token)}")
-    files: list[str] = []
+    files: dict[str, list[str]] = {"Account": [], "Patient": []}
     skipped = 0
     for entry in body.get("output", []):
-        if not isinstance(entry, dict) or entry.get("type") != "Account":
+        if not isinstance(entry, dict) or entry.get("type") not in files:
             skipped += 1
             continue
         url = entry.get("url")
@@ -164,11 +169,13 @@ def _read_manifest(transport: FhirTransport, body: Any, kickoff_clock: datetime 
             raise SchemaDriftError(f"{where}: an output entry has no url")
         url = urljoin(f"{transport.source.base_url}/", url)
         transport.require_same_origin(url, "bulk file URL")
-        files.append(url)
-    logger.info("practice %s: bulk manifest: %d Account files (%d other outputs ignored)",
-                transport.practice.id, len(files), skipped)
-    return Manifest(files, requires_token, parse_instant(body.get("transactionTime")),
-                    kickoff_clock)
+        files[entry["type"]].append(url)
+    logger.info("practice %s: bulk manifest: %d Account and %d Patient files (%d other "
+                "outputs ignored)", transport.practice.id, len(files["Account"]),
+                len(files["Patient"]), skipped)
+    return Manifest(files["Account"], requires_token,
+                    parse_instant(body.get("transactionTime")), kickoff_clock,
+                    tuple(files["Patient"]))
 
 
 def _error_text(transport: FhirTransport, entry: dict[str, Any], requires_token: bool) -> str:
@@ -201,22 +208,13 @@ def _lines(response: requests.Response, max_line: int, where: str) -> Iterator[b
         yield pending
 
 
-def file_pages(transport: FhirTransport, url: str, number: int, requires_token: bool,
-               incremental: bool) -> Iterator[Page[SourceBalanceRow]]:
-    """One NDJSON file of Accounts, streamed in pages of BULK_PAGE_ROWS accounts."""
-    what = f"bulk file {number}"
+def _resources(transport: FhirTransport, url: str, what: str, requires_token: bool,
+               resource_type: str) -> Iterator[dict[str, Any]]:
+    """The resources of one NDJSON file, streamed line by line."""
     where = transport.where(what)
-    practice = transport.practice
     response = transport.get(url, what=what, authorized=requires_token, stream_body=True,
                              headers={"Accept": NDJSON})
-    batch: list[dict[str, Any]] = []
-    offset = line_number = 0
-
-    def page() -> Page[SourceBalanceRow]:
-        transport.session.stats.pages += 1
-        return accounts_page(practice.id, batch, {}, offset, currency=practice.currency,
-                             incremental=incremental, where=f"{what} at account {offset}")
-
+    line_number = 0
     with response:
         try:
             for line in _lines(response, transport.limits.max_body_bytes, where):
@@ -228,18 +226,50 @@ def file_pages(transport: FhirTransport, url: str, number: int, requires_token: 
                 except (ValueError, UnicodeError):
                     raise MalformedResponseError(f"{where}: line {line_number} is not "
                                                  "JSON") from None
-                if not isinstance(resource, dict) or resource.get("resourceType") != "Account":
-                    raise SchemaDriftError(f"{where}: line {line_number} is not an Account")
-                batch.append(resource)
-                if len(batch) >= BULK_PAGE_ROWS:
-                    yield page()
-                    offset += len(batch)
-                    batch = []
+                if not isinstance(resource, dict) \
+                        or resource.get("resourceType") != resource_type:
+                    raise SchemaDriftError(f"{where}: line {line_number} is not a "
+                                           f"{resource_type}")
+                yield resource
         except requests.exceptions.ContentDecodingError:
             raise MalformedResponseError(f"{where}: body could not be decompressed") from None
         except requests.RequestException:
             raise TransientSourceError(f"{where}: cut short after {line_number} lines"
                                        ) from None
+
+
+def patient_names(transport: FhirTransport, manifest: Manifest) -> Names:
+    """Every exported patient's name ("Family, Given"), by reference key."""
+    names: Names = {}
+    for number, url in enumerate(manifest.patient_files, start=1):
+        for resource in _resources(transport, url, f"bulk Patient file {number}",
+                                   manifest.requires_token, "Patient"):
+            if isinstance(resource.get("id"), str):
+                names[("Patient", resource["id"])] = human_name(resource)
+    return names
+
+
+def file_pages(transport: FhirTransport, url: str, number: int, requires_token: bool,
+               incremental: bool, names: Names | None = None
+               ) -> Iterator[Page[SourceBalanceRow]]:
+    """One NDJSON file of Accounts, streamed in pages of BULK_PAGE_ROWS accounts."""
+    what = f"bulk file {number}"
+    practice = transport.practice
+    batch: list[dict[str, Any]] = []
+    offset = 0
+
+    def page() -> Page[SourceBalanceRow]:
+        transport.session.stats.pages += 1
+        return accounts_page(practice.id, batch, names or {}, offset,
+                             currency=practice.currency, incremental=incremental,
+                             where=f"{what} at account {offset}")
+
+    for resource in _resources(transport, url, what, requires_token, "Account"):
+        batch.append(resource)
+        if len(batch) >= BULK_PAGE_ROWS:
+            yield page()
+            offset += len(batch)
+            batch = []
     if batch:
         yield page()
         offset += len(batch)

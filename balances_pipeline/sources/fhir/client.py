@@ -19,7 +19,7 @@ from balances_pipeline.sources.clients import ReadFacts
 from balances_pipeline.sources.credentials import secret_values
 from balances_pipeline.sources.errors import SourceError
 from balances_pipeline.sources.fhir.auth import SmartBackendTokens, StaticToken, TokenSource
-from balances_pipeline.sources.fhir.bulk import file_pages, run_export
+from balances_pipeline.sources.fhir.bulk import file_pages, patient_names, run_export
 from balances_pipeline.sources.fhir.bundle import read_bundle, search_pages, search_params
 from balances_pipeline.sources.fhir.config import FhirSource
 from balances_pipeline.sources.fhir.transport import FHIR_JSON, FhirTransport
@@ -96,8 +96,9 @@ class FhirClient:
             self._read_path = READ_PATH_BULK
             manifest = run_export(self._transport, changed_since)
             self._set_clock(manifest.transaction_time or manifest.kickoff_clock)
+            names = patient_names(self._transport, manifest)
             return [file_pages(self._transport, url, number, manifest.requires_token,
-                               changed_since is not None)
+                               changed_since is not None, names)
                     for number, url in enumerate(manifest.account_files, start=1)]
         self._read_path = READ_PATH_SEARCH
         return [search_pages(self._transport, changed_since, self._set_clock)]
