@@ -364,12 +364,15 @@ class FakeFhir:
     def _kickoff(self, query: dict[str, list[str]], headers: dict[str, str]) -> Reply:
         if headers.get("prefer") != "respond-async":
             return Reply(400, outcome("Prefer: respond-async is required"))
-        if query.get("_type") != ["Account"]:
-            return Reply(400, outcome("_type must be Account"))
+        types = (query.get("_type") or [""])[0].split(",")
+        if "Account" not in types or not set(types) <= {"Account", "Patient"}:
+            return Reply(400, outcome("_type must be Account (and Patient)"))
         job = uuid.uuid4().hex
         accounts = self._matching(query, "_since")
         with self._lock:
             self._jobs[job] = {"polls": 0, "accounts": accounts,
+                               "patients": list(self.patients.values())
+                               if "Patient" in types else [],
                                "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
         return Reply(202, outcome("Accepted", "informational"),
                      headers={"Content-Location": f"{self.url}/bulkstatus/{job}"})
@@ -390,6 +393,9 @@ class FakeFhir:
         output = [{"type": "Account", "url": f"{self.url}/bulkfiles/{job_id}/{n}.ndjson",
                    "count": len(job["accounts"][n::self.bulk_files])}
                   for n in range(self.bulk_files)]
+        if job["patients"]:
+            output.append({"type": "Patient", "url": f"{self.url}/bulkfiles/{job_id}/p.ndjson",
+                           "count": len(job["patients"])})
         manifest = {"transactionTime": job["time"], "request": "$export",
                     "requiresAccessToken": self.bulk_requires_token, "output": output,
                     "error": [], **self.bulk_manifest_extra}
@@ -402,6 +408,9 @@ class FakeFhir:
             return Reply(404, outcome("No such file", "not-found"))
         if name.startswith("error"):
             return Reply(body=outcome("Group member 17 could not be exported") + b"\n")
+        if name == "p.ndjson":
+            return Reply(body=b"\n".join(dumps(p) for p in job["patients"]) + b"\n",
+                         headers={"Content-Type": "application/fhir+ndjson"})
         number = int(name.split(".")[0])
         lines = [dumps(a) for a in job["accounts"][number::self.bulk_files]]
         return Reply(body=b"\n".join(lines) + b"\n",

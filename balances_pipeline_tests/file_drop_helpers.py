@@ -11,18 +11,9 @@ from typing import Any
 import yaml
 
 from balances_pipeline.config import Practice, PracticesFile, load_practices
+from balances_pipeline.simulator.aging_files import AGING_FILE_COLUMNS
 
-COLUMNS = {
-    "account_id": "Guarantor ID",
-    "account_name": "Guarantor",
-    "bucket_0_30": "0-30",
-    "bucket_31_60": "31-60",
-    "bucket_61_90": "61-90",
-    "bucket_over_90": "90+",
-    "balance_total": "Total Balance",
-    "insurance_estimate": "Ins Est",
-    "writeoff_estimate": "W/O Est",
-}
+COLUMNS = dict(AGING_FILE_COLUMNS)  # the simulator's exports: the same headers
 HEADER = "Guarantor ID,Guarantor,0-30,31-60,61-90,90+,Total Balance,Ins Est,W/O Est"
 HOUR = 3600
 

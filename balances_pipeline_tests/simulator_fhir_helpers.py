@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from balances_pipeline.simulator import SimPractice, SimulatorServer
+from balances_pipeline_tests.simulator_http_helpers import _no_faults  # noqa: F401 - re-exported
 
 AS_OF = date(2026, 11, 30)
 DEV = "dev-key-fhir"
@@ -61,11 +62,6 @@ def sim() -> Iterator[SimulatorServer]:
         yield server
 
 
-@pytest.fixture(autouse=True)
-def _no_faults(request: pytest.FixtureRequest) -> Iterator[None]:
-    yield
-    if "sim" in request.fixturenames:
-        request.getfixturevalue("sim").clear_faults()
 
 
 def assertion(

@@ -18,6 +18,7 @@ from balances_pipeline_tests.fhir_fake import (
     fhir_fixture,  # noqa: F401
     make_client,
     outcome,
+    patient,
     read_all,
 )
 
@@ -54,7 +55,7 @@ def test_export_polled_then_two_files_streamed(fhir: FakeFhir, sleeps: list[floa
     assert {row.account_id: row.bucket_0_30 for row in rows}["b7"] == Decimal("7.25")
     (kickoff,) = fhir.requests_to("kickoff")
     assert kickoff.path == "/fhir/Group/all-patients/$export"
-    assert kickoff.query == {"_type": ["Account"]}
+    assert kickoff.query == {"_type": ["Account,Patient"]}
     assert kickoff.headers["prefer"] == "respond-async"
     assert kickoff.headers["accept"] == "application/fhir+json"
     assert len(fhir.requests_to("status")) == 3
@@ -62,6 +63,20 @@ def test_export_polled_then_two_files_streamed(fhir: FakeFhir, sleeps: list[floa
     assert len(files) == 2 and all(f.authorization for f in files)
     # kick-off, 3 polls, 2 files, discovery and token
     assert stats.requests == 8 and stats.pages == 4
+
+
+def test_names_come_from_the_exported_patients(fhir: FakeFhir, sleeps: list[float]) -> None:
+    """A guarantor without `display`: the export's Patient file names it (only the name is
+    kept: the Patient's birth date and address never leave the connector)."""
+    fhir.accounts = [account("a1", [("patient", "current", "5")], patient="p1"),
+                     account("a2", [("patient", "30", "7")], patient="p2", display="Shown")]
+    fhir.patients = {"p1": patient("p1", "Rivera", "Ana", "Luz")}
+    fhir.bulk_polls = 0
+    with make_client(fhir, bulk_group_id="g1") as client:
+        rows, _ = read_all(client, None)
+    assert {row.account_id: row.account_name for row in rows} == {"a1": "Rivera, Ana Luz",
+                                                                 "a2": "Shown"}
+    assert "1 Main St" not in repr(rows) and "1980" not in repr(rows)
 
 
 def test_incremental_export_sends_since(fhir: FakeFhir, sleeps: list[float]) -> None:

@@ -309,7 +309,6 @@ def test_folder_problems_are_one_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
-    ({"folder": "relative/path"}, "source.folder: must be an absolute path"),
     ({"date_format": "%m/%Y"}, "source.date_format: must give a year, a month and a day"),
     ({"delimiter": '"'}, "source.delimiter: must be one printable character"),
     ({"encoding": "rot13"}, "source.encoding: 'rot13' is not a text encoding"),
@@ -325,6 +324,14 @@ def test_config_errors_name_the_key(tmp_path: Path, overrides: dict, message: st
     with pytest.raises(PracticesFileError) as error:
         practices_file(tmp_path / "p.yaml", [entry])
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_relative_folder_is_relative_to_the_practices_file(tmp_path: Path) -> None:
+    entry = practice_entry("sunrise", tmp_path)
+    entry["source"]["folder"] = "drops/sunrise"
+    (tmp_path / "config").mkdir()
+    loaded = practices_file(tmp_path / "config" / "p.yaml", [entry])
+    assert loaded.practices[0].source.folder == (tmp_path / "config" / "drops" / "sunrise")
 
 
 def test_source_check_reports_counts_only(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from urllib3.exceptions import ProtocolError
 from balances_pipeline.sources.credentials import opendental_authorization
 from balances_pipeline.sources.errors import (
     AuthenticationError,
+    EndpointMissingError,
     InvalidCredentialError,
     MalformedResponseError,
     MissingCredentialError,
@@ -247,7 +248,8 @@ def test_other_4xx_is_source_error(server: FakeOpenDental) -> None:
     client = make_client(server)
     with pytest.raises(SourceError) as raised:
         collect(client.patient_pages())
-    assert type(raised.value) is SourceError
+    # Not retried, not an authentication failure: the server does not serve the endpoint.
+    assert type(raised.value) is EndpointMissingError and raised.value.status == 404
     assert str(raised.value) == "practice test_practice: /patients offset 0: HTTP 404"
 
 

@@ -7,7 +7,9 @@ import os
 import sys
 import time
 from dataclasses import replace
+from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 
 import duckdb
 
@@ -24,11 +26,38 @@ DEMO_KEYS = {
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
+DEMO_FHIR_KEY_ENV = "LAKESIDE_PEDS_FHIR_PRIVATE_KEY"
+DEMO_FILE_DROP = "sunrise_dental"
+# The file-drop demo practice's export, generated from a simulated practice's ledger.
+DEMO_FILE_DROP_SIMULATION = {"accounts": 250, "seed": 55}
+
+
 def use_demo_environment() -> None:
-    """Point the pipeline at the demo practices and set the simulator's demo keys if unset."""
+    """Point the pipeline at the demo practices and set the simulator's demo keys if unset
+    (the FHIR practice's private key is the simulator's demo-only key pair)."""
+    from balances_pipeline.simulator.fhir_auth import demo_private_key_pem
+
     os.environ[PRACTICES_FILE_ENV] = str(DEMO_PRACTICES_FILE)
     for name, value in DEMO_KEYS.items():
         os.environ.setdefault(name, value)
+    os.environ.setdefault(DEMO_FHIR_KEY_ENV, demo_private_key_pem())
+
+
+def drop_demo_aging_file(scale: float = 1.0) -> Path:
+    """Write today's aging export of the file-drop demo practice into its folder, as its
+    PMS would have overnight (an hour old, so settled)."""
+    from balances_pipeline.simulator import SimPractice
+    from balances_pipeline.simulator.aging_files import practice_aging_rows, write_aging_file
+
+    practice = load_practices(DEMO_PRACTICES_FILE).practice(DEMO_FILE_DROP)
+    today = datetime.now(practice.zone).date()
+    accounts = max(1, round(DEMO_FILE_DROP_SIMULATION["accounts"] * scale))
+    simulated = SimPractice(DEMO_FILE_DROP, None, accounts=accounts,
+                            seed=DEMO_FILE_DROP_SIMULATION["seed"], today=today)
+    folder = practice.source.folder
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_aging_file(practice_aging_rows(simulated, today), folder, today,
+                            mtime=time.time() - 3600)
 
 
 def demo_simulator(port: int, scale: float = 1.0):
@@ -88,6 +117,7 @@ def run_demo(port: int = 9100, accounts_scale: float = 1.0) -> int:
     failures = 0
     with demo_simulator(port, accounts_scale) as simulator:
         print(f"simulator listening on {simulator.url}")
+        print(f"aging export dropped: {drop_demo_aging_file(accounts_scale).name}")
         instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else (
             DagsterInstance.ephemeral()
         )

@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from balances_pipeline.demo.run import use_demo_environment
+from balances_pipeline.demo.run import drop_demo_aging_file, use_demo_environment
 from balances_pipeline.settings import layout_from_env as layout
 from balances_pipeline.storage.layout import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE
 
@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     use_demo_environment()
     dagster_home = prepare_dagster_home()
+    # The file-drop demo practice's export: the sensor starts its sync once it settles.
+    print(f"aging export dropped: {drop_demo_aging_file()}", flush=True)
     bin_dir = Path(sys.executable).parent
     simulator = subprocess.Popen(
         [str(bin_dir / "balances"), "simulator", "serve", "--port", str(SIMULATOR_PORT)]

@@ -359,3 +359,15 @@ def build_session(
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
+
+
+def source_session(source: Any, verify_tls: bool) -> CountingSession:
+    """The session of an API source, from its config's request options (`ApiSourceConfig`:
+    retries, read timeout, per-attempt deadline, body limit)."""
+    return build_session(
+        max_retries=source.max_retries,
+        verify_tls=verify_tls,
+        timeout_seconds=source.timeout_seconds,
+        request_deadline_seconds=source.request_deadline_seconds,
+        max_response_bytes=source.max_response_bytes,
+    )

@@ -21,7 +21,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urljoin
 
@@ -41,6 +40,7 @@ from balances_pipeline.sources.fhir.transport import (
     FhirTransport,
     date_header,
     explanation_text,
+    http_date,
 )
 from balances_pipeline.sources.fhir.values import decode_json, format_instant, parse_instant
 from balances_pipeline.sources.http import DECODE_CHUNK_BYTES
@@ -74,13 +74,8 @@ def retry_after_seconds(value: str | None) -> float | None:
     value = value.strip()
     if value.isdigit():
         return float(value)
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
+    moment = http_date(value)
+    return None if moment is None else max(0.0, (moment - datetime.now(UTC)).total_seconds())
 
 
 def run_export(transport: FhirTransport, changed_since: datetime | None) -> Manifest:

@@ -23,7 +23,11 @@ from balances_pipeline.sources.fhir.bulk import file_pages, patient_names, run_e
 from balances_pipeline.sources.fhir.bundle import read_bundle, search_pages, search_params
 from balances_pipeline.sources.fhir.config import FhirSource
 from balances_pipeline.sources.fhir.transport import FHIR_JSON, FhirTransport
-from balances_pipeline.sources.http import CountingSession, RequestStats, build_session
+from balances_pipeline.sources.http import (
+    CountingSession,
+    RequestStats,
+    source_session,
+)
 from balances_pipeline.sources.rows import Page
 
 logger = logging.getLogger(__name__)
@@ -42,13 +46,7 @@ class FhirClient:
         self.source: FhirSource = practice.source
         self._owns_session = session is None
         if session is None:
-            session = build_session(
-                max_retries=self.source.max_retries,
-                verify_tls=practice.verify_tls,
-                timeout_seconds=self.source.timeout_seconds,
-                request_deadline_seconds=self.source.request_deadline_seconds,
-                max_response_bytes=self.source.max_response_bytes,
-            )
+            session = source_session(self.source, practice.verify_tls)
         self._session = session
         self.stats: RequestStats = session.stats
         self._transport = FhirTransport(practice, self.source, session)

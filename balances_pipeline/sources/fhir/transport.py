@@ -131,9 +131,8 @@ def same_origin(url: str, base_url: str) -> bool:
         return False
 
 
-def date_header(headers: Any) -> datetime | None:
-    """The `Date` header as naive UTC, or None."""
-    value = headers.get("Date") if headers is not None else None
+def http_date(value: str | None) -> datetime | None:
+    """An HTTP date (`Date`, `Retry-After`) as an aware UTC datetime, or None."""
     if not value:
         return None
     try:
@@ -142,7 +141,13 @@ def date_header(headers: Any) -> datetime | None:
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).replace(tzinfo=None)
+    return moment.astimezone(UTC)
+
+
+def date_header(headers: Any) -> datetime | None:
+    """The `Date` header as naive UTC, or None."""
+    moment = http_date(headers.get("Date") if headers is not None else None)
+    return moment.replace(tzinfo=None) if moment else None
 
 
 def streaming_session(session: CountingSession, base_url: str) -> CountingSession:

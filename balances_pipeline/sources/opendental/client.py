@@ -33,8 +33,8 @@ from balances_pipeline.sources.http import (
     CountingSession,
     RequestLimits,
     RequestStats,
-    build_session,
     read_content,
+    source_session,
 )
 from balances_pipeline.sources.opendental.ledger import LedgerReads
 from balances_pipeline.sources.opendental.rows import (
@@ -81,13 +81,7 @@ class OpenDentalClient(LedgerReads):
         self._auth = _ODFHIRAuth(authorization or opendental_authorization(practice))
         self._owns_session = session is None
         if session is None:
-            session = build_session(
-                max_retries=self.source.max_retries,
-                verify_tls=practice.verify_tls,
-                timeout_seconds=self.source.timeout_seconds,
-                request_deadline_seconds=self.source.request_deadline_seconds,
-                max_response_bytes=self.source.max_response_bytes,
-            )
+            session = source_session(self.source, practice.verify_tls)
         self._session = session
         self.stats: RequestStats = session.stats
         read_timeout = self.source.timeout_seconds
