@@ -52,13 +52,16 @@ def test_demo_syncs_every_demo_practice_and_prints_the_summary(tmp_path) -> None
     home = tmp_path / "demo_home"
     done = run("demo", env={"BALANCES_HOME": str(home)})
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    for practice_id in ("bright_smiles", "lakeside_family", "harbor_dental"):
+    demo = {"bright_smiles", "lakeside_family", "harbor_dental",  # Open Dental
+            "lakeside_peds",  # a FHIR EHR
+            "sunrise_dental"}  # an aging file dropped in a folder
+    for practice_id in demo:
         assert f"{practice_id}: ok" in done.stdout
     assert f"warehouse: {home / 'warehouse.duckdb'}" in done.stdout
     con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
     summary = con.execute("SELECT practice_id, account_count FROM aging_summary").fetchall()
     con.close()
-    assert {row[0] for row in summary} == {"bright_smiles", "lakeside_family", "harbor_dental"}
+    assert {row[0] for row in summary} == demo
     assert all(row[1] > 0 for row in summary)
     assert oct(home.stat().st_mode & 0o777) == "0o700"
     assert oct((home / "warehouse.duckdb").stat().st_mode & 0o777) == "0o600"
