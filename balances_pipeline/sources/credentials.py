@@ -35,6 +35,19 @@ def read_secret(practice: Practice, variable: str) -> str:
     return value
 
 
+def read_pem_secret(practice: Practice, variable: str) -> str:
+    """A PEM block from `variable`: real newlines, or literal `\\n` escapes as env files
+    carry them. Unset or empty is a `MissingCredentialError` naming the variable."""
+    value = os.environ.get(variable, "").strip()
+    if not value:
+        raise MissingCredentialError(
+            f"practice {practice.id}: environment variable {variable} is not set"
+        )
+    if "\n" not in value and "\\n" in value:
+        value = value.replace("\\r\\n", "\n").replace("\\n", "\n")
+    return value
+
+
 def opendental_authorization(practice: Practice) -> str:
     """The `Authorization` header value for an Open Dental practice: `ODFHIR dev/cust`."""
     source = practice.source

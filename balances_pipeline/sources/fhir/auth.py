@@ -14,7 +14,6 @@ never reach a message or a log record (`secrets()` lists them for scrubbing).
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 import time
@@ -31,12 +30,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from requests.auth import AuthBase
 
 from balances_pipeline.config import Practice
-from balances_pipeline.sources.credentials import read_secret
+from balances_pipeline.sources.credentials import read_pem_secret, read_secret
 from balances_pipeline.sources.errors import (
     AuthenticationError,
     InvalidCredentialError,
     MalformedResponseError,
-    MissingCredentialError,
     SourceError,
     TransientSourceError,
 )
@@ -68,12 +66,7 @@ class PrivateKey:
 def read_private_key(practice: Practice, variable: str) -> PrivateKey:
     """The PEM private key in `variable` (real newlines, or literal `\\n` escapes as env
     files carry them). Errors name the variable, never the value."""
-    value = os.environ.get(variable, "").strip()
-    if not value:
-        raise MissingCredentialError(
-            f"practice {practice.id}: environment variable {variable} is not set")
-    if "\n" not in value and "\\n" in value:
-        value = value.replace("\\r\\n", "\n").replace("\\n", "\n")
+    value = read_pem_secret(practice, variable)
     invalid = InvalidCredentialError(
         f"practice {practice.id}: environment variable {variable} does not hold an "
         "unencrypted PEM private key (RSA, or EC P-384)")
