@@ -271,6 +271,7 @@ def _bench(args: argparse.Namespace) -> int:
     return run_benchmark(
         accounts=args.accounts, port=args.port, repeat=args.repeat, json_path=args.json,
         mode=args.mode, ledger_rows=args.ledger_rows, changes=args.changes,
+        fleet=args.fleet, fleet_accounts=args.fleet_accounts,
     )
 
 
@@ -363,6 +364,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="ledger rows for the aging transform vs its baseline")
     bench.add_argument("--changes", type=int, default=20, metavar="K",
                        help="rows added between the full and the incremental ledger sync")
+    bench.add_argument("--fleet", type=int, default=20, metavar="N",
+                       help="practices synced in one Dagster run for the fleet figure (0: skip)")
+    bench.add_argument("--fleet-accounts", type=int, default=10, metavar="A",
+                       help="accounts of each fleet practice")
     bench.add_argument("--json", default=None, metavar="PATH",
                        help="also write the figures as JSON to PATH")
     bench.set_defaults(handler=_bench)

@@ -119,6 +119,7 @@ TEST_GROUPS = {
     "test_ledger_aging_property": "unit",
     "test_override_buckets": "unit",
     "test_schedules": "unit",
+    "test_fleet_schedules": "unit",
     "test_simulator_aging": "unit",
     "test_collapse_guard_rules": "unit",
     "test_aging_report_sync": "integration",

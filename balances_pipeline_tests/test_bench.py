@@ -51,7 +51,7 @@ def _line(lines: list[str], prefix: str) -> str:
 
 def test_bench_prints_every_figure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     figures = tmp_path / "bench.json"
-    assert run_benchmark(accounts=300, json_path=figures, ledger_rows=20_000) == 0
+    assert run_benchmark(accounts=300, json_path=figures, ledger_rows=20_000, fleet=0) == 0
     lines = capsys.readouterr().out.splitlines()
     for prefix in FIGURE_LINES:
         assert any(line.startswith(prefix) for line in lines), f"missing line {prefix!r}"
@@ -103,7 +103,7 @@ def test_bench_prints_every_figure(tmp_path: Path, capsys: pytest.CaptureFixture
 
 def test_bench_ledger_mode_alone(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "--accounts", "50", "--mode", "ledger", "--ledger-rows", "1000",
-                 "--changes", "3"]) == 0
+                 "--changes", "3", "--fleet", "0"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("balances bench: 50 accounts, mode ledger")
     assert not any(line.startswith("sync 50 accounts (aging_report)") for line in lines)
@@ -135,3 +135,17 @@ def test_bench_rejects_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
         assert main(["bench", *argv]) != 0
         error = capsys.readouterr().err.strip()
         assert len(error.splitlines()) == 1 and "error" in error
+
+
+def test_bench_fleet_figure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    figures = tmp_path / "fleet.json"
+    assert run_benchmark(accounts=50, mode="aging_report", fleet=3, fleet_accounts=5,
+                         json_path=figures) == 0
+    line = _line(capsys.readouterr().out.splitlines(), "fleet: 3 practices x 5 accounts")
+    for part in ("in ONE Dagster run on", "cores", "per additional practice",
+                 "target ≤ 0.5 s → ratio"):
+        assert part in line, line
+    fleet = json.loads(figures.read_text(encoding="utf-8"))["fleet"]
+    assert fleet["practices"] == 3 and fleet["fleet_run_seconds"] > 0
+    assert fleet["seconds_per_additional_practice"] == pytest.approx(
+        (fleet["fleet_run_seconds"] - fleet["one_practice_run_seconds"]) / 2)

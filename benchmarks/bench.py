@@ -21,6 +21,9 @@ with `source.mode: ledger`, `sync.frequency: hourly` and `BALANCES_AS_OF` fixed 
     aging worker      `benchmarks.ledger_bench.run(rows)` when it exists:
                       the ledger aging SQL against a hand-written DuckDB query
 
+The fleet figure (`--fleet N`, default 20; 0 skips it): N practices of `--fleet-accounts`
+accounts in ONE Dagster run against one practice in one run (`benchmarks/fleet.py`).
+
 Peak RSS is each worker's own `getrusage(RUSAGE_SELF).ru_maxrss`, imports included. Wall
 times cover the work only (not interpreter start-up or imports, which are reported apart).
 The benchmark prints figures and never asserts a time: performance is measured here, not
@@ -44,6 +47,7 @@ from typing import Any
 # LEDGER_BENCH_MODULE, _aging_figures and _worker_ledger_aging are read through this module
 # by balances_pipeline_tests/test_bench.py.
 from benchmarks.common import LEDGER_BENCH_MODULE, BenchError  # noqa: F401
+from benchmarks.fleet import fleet_lines, measure_fleet, summarize_fleet
 from benchmarks.measure import _machine, _measure, _measure_ledger
 from benchmarks.report import (
     _aging_figures,  # noqa: F401
@@ -66,11 +70,17 @@ def run_benchmark(
     mode: str = "both",
     ledger_rows: int = 1_000_000,
     changes: int = 20,
+    fleet: int = 20,
+    fleet_accounts: int = 10,
 ) -> int:
     """Run the benchmark and print its figures; 0 on success, 1 with a one-line error."""
     if accounts < 1 or repeat < 1 or ledger_rows < 1 or changes < 1 or not 0 <= port <= 65535:
         print("balances bench: error: --accounts, --repeat, --ledger-rows and --changes must "
               "be at least 1, --port within 0-65535", file=sys.stderr)
+        return 2
+    if fleet == 1 or fleet < 0 or fleet_accounts < 1:
+        print("balances bench: error: --fleet must be 0 (skip) or at least 2, "
+              "--fleet-accounts at least 1", file=sys.stderr)
         return 2
     if mode not in MODES:
         print(f"balances bench: error: --mode must be one of {', '.join(MODES)}",
@@ -81,6 +91,7 @@ def run_benchmark(
     measured: dict[str, Any] = {}
     summary: dict[str, Any] | None = None
     ledger: dict[str, Any] | None = None
+    fleet_summary: dict[str, Any] | None = None
     try:
         machine = _machine()
         if mode in ("aging_report", "both"):
@@ -88,6 +99,10 @@ def run_benchmark(
             summary = _summarize(accounts, repeat, measured)
         if mode in ("ledger", "both"):
             ledger = _measure_ledger(accounts, port, changes, ledger_rows, workdir / "ledger")
+        if fleet:
+            fleet_summary = summarize_fleet(
+                measure_fleet(fleet, fleet_accounts, port, repeat, workdir / "fleet")
+            )
     except (BenchError, OSError, ValueError, KeyError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"balances bench: error: {message}", file=sys.stderr)
@@ -101,13 +116,15 @@ def run_benchmark(
         lines += _lines(measured, summary)
     if ledger is not None:
         lines += _ledger_lines(accounts, ledger)
+    if fleet_summary is not None:
+        lines += fleet_lines(machine, fleet_summary)
     for line in lines:
         print(line)
     print(f"benchmark total: {_s(total)}")
     if json_path is not None:
         document = {
             "machine": machine, "mode": mode, "summary": summary, **measured,
-            "ledger": ledger, "total_seconds": total,
+            "ledger": ledger, "fleet": fleet_summary, "total_seconds": total,
         }
         try:
             Path(json_path).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")

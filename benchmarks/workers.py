@@ -26,6 +26,7 @@ from benchmarks.common import (
     PRACTICE_ID,
     RESULT_MARK,
 )
+from benchmarks.fleet import worker_fleet
 
 
 def _peak_rss_mb() -> float:
@@ -204,6 +205,7 @@ WORKERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "baseline": _worker_baseline,
     "sync": _worker_sync,
     "ledger_aging": _worker_ledger_aging,
+    "fleet": worker_fleet,
 }
 
 

@@ -12,15 +12,22 @@ config, so `--select '*'` works.
 Retries: urllib3 retries each request (throttling, 5xx, resets); the extract step's
 `RetryPolicy` retries the whole extraction when the source stayed unavailable; bad data,
 bad credentials and bad configuration fail at once (`Failure(allow_retries=False)`).
+
+Every asset has `BackfillPolicy.single_run()`: a partition range (many practices) is one
+run, whose steps loop over the practices (`fleet.py`: isolation, retries within a
+practice, partial failures). A run of one partition key takes the single-practice path.
 """
 
 from collections.abc import Iterator
+from typing import Any
 
 from dagster import (
     AssetCheckResult,
     AssetExecutionContext,
+    AssetMaterialization,
     AssetsDefinition,
     AssetSpec,
+    BackfillPolicy,
     Backoff,
     Failure,
     Jitter,
@@ -32,6 +39,7 @@ from dagster import (
 )
 
 from balances_pipeline.config import Practice, PracticesFileError, RulesError
+from balances_pipeline.defs import fleet
 from balances_pipeline.defs.checks import build_check_specs, check_results
 from balances_pipeline.defs.jobs import SYNC_GROUP
 from balances_pipeline.defs.metadata import (
@@ -45,10 +53,14 @@ from balances_pipeline.defs.resources import BalancesWarehouse, SourceClients
 from balances_pipeline.pipeline.collections import NoBalancesYet, evaluate_collection_targets
 from balances_pipeline.pipeline.errors import SyncFailed
 from balances_pipeline.pipeline.extract import extract_practice
+from balances_pipeline.pipeline.outcomes import ExtractOutcome, SyncOutcome
 from balances_pipeline.pipeline.publish_sync import publish_practice
 from balances_pipeline.pipeline.recompute import complete_pending_republishes
+from balances_pipeline.storage.analyst import ensure_analyst_warehouse
 
 GROUP = SYNC_GROUP
+# A partition range is one run: the steps loop over its practices (fleet.py).
+SINGLE_RUN = BackfillPolicy.single_run()
 # When the source stayed unavailable through urllib3's own retries: two more attempts of
 # the whole extraction, a minute apart and more (exponential, with jitter).
 EXTRACT_RETRY_POLICY = RetryPolicy(
@@ -97,6 +109,15 @@ def _practice(context: AssetExecutionContext, warehouse: BalancesWarehouse) -> P
         raise Failure(description=str(error).strip("'\""), allow_retries=False) from None
 
 
+def _practices(context: AssetExecutionContext, warehouse: BalancesWarehouse) -> list[Practice]:
+    """The run's practices, in partition order; an unknown one fails the run (config)."""
+    try:
+        practices = warehouse.practices()
+        return [practices.practice(key) for key in context.partition_keys]
+    except (PracticesFileError, KeyError) as error:
+        raise Failure(description=str(error).strip("'\""), allow_retries=False) from None
+
+
 def _failure(error: SyncFailed) -> Exception:
     """A transient failure is re-raised for the step's RetryPolicy; anything else fails
     the step for good."""
@@ -107,6 +128,98 @@ def _failure(error: SyncFailed) -> Exception:
         metadata={"sync_id": error.sync_id or "", "error_class": error.error_class},
         allow_retries=False,
     )
+
+
+def _extract_range(
+    context: AssetExecutionContext, warehouse: BalancesWarehouse, sources: SourceClients,
+    retry_policy: RetryPolicy | None,
+) -> MaterializeResult:
+    practices = _practices(context, warehouse)
+    layout = warehouse.layout()
+    ensure_analyst_warehouse(layout)  # once, before the threads
+
+    def extract(practice: Practice) -> ExtractOutcome:
+        return fleet.with_retries(lambda: extract_practice(
+            practice, layout, sources.open, as_of=warehouse.fixed_as_of(),
+            dagster_run_id=context.run.run_id,
+        ), retry_policy)
+
+    failures = {}
+    for practice, result in zip(practices, fleet.run_pool(practices, extract), strict=True):
+        if isinstance(result, fleet.PracticeFailure):
+            failures[practice.id] = result
+            context.log.error(f"practice {practice.id}: extract failed ({result.error_class})")
+            metadata = fleet.failed_metadata(result)
+        else:
+            metadata = extract_metadata(result)
+        context.add_asset_metadata(metadata, partition_key=practice.id)
+    if len(failures) == len(practices):
+        raise fleet.all_failed(failures, "source_extract")
+    return MaterializeResult()
+
+
+def _balances_metadata(outcome: SyncOutcome) -> dict[str, dict]:
+    return {
+        "account_balances": balances_metadata(outcome),
+        "manual_overrides": override_metadata(outcome),
+        "outstanding_balances": balances_metadata(outcome),
+        "aging_summary": summary_metadata(outcome),
+    }
+
+
+def _publish_range(
+    context: AssetExecutionContext, warehouse: BalancesWarehouse
+) -> Iterator[Any]:
+    practices = _practices(context, warehouse)
+    layout = warehouse.layout()
+    failures = fleet.failed_in_run(layout, context.run.run_id)
+    checks: dict[str, list[AssetCheckResult]] = {}
+    for practice in practices:
+        failure = failures.get(practice.id)
+        if failure is None:
+            try:
+                outcome = publish_practice(practice, layout, dagster_run_id=context.run.run_id)
+            except SyncFailed as error:
+                failure = failures[practice.id] = fleet.failure_of(practice, error)
+                context.log.error(f"practice {practice.id}: publish failed ({failure.error_class})")
+        if failure is not None:
+            for spec in BALANCE_SPECS:
+                context.add_asset_metadata(fleet.failed_metadata(failure),
+                                           asset_key=spec.key, partition_key=practice.id)
+            continue
+        context.log.info(f"practice {practice.id}: {outcome.accounts} accounts published "
+                         f"(sync {outcome.sync_id}, as of {outcome.as_of_date})")
+        for asset_key, metadata in _balances_metadata(outcome).items():
+            context.add_asset_metadata(metadata, asset_key=asset_key, partition_key=practice.id)
+        checks[practice.id] = check_results(outcome)
+    if len(failures) >= len(practices):
+        raise fleet.all_failed(failures, "practice_balances")
+    for spec in BALANCE_SPECS:
+        yield MaterializeResult(asset_key=spec.key)
+    yield from fleet.partition_check_events(context, checks)
+
+
+def _collections_range(
+    context: AssetExecutionContext, warehouse: BalancesWarehouse
+) -> None:
+    practices = _practices(context, warehouse)
+    layout = warehouse.layout()
+    failures = fleet.failed_in_run(layout, context.run.run_id)
+    for practice in practices:
+        if practice.id in failures:
+            continue
+        complete_pending_republishes(layout, warehouse.practices(), [practice.id])
+        try:
+            outcome = evaluate_collection_targets(practice, warehouse.practices(), layout)
+        except (RulesError, NoBalancesYet) as error:
+            failures[practice.id] = fleet.failure_of(practice, error)
+            context.log.error(f"practice {practice.id}: collection rules failed: {error}")
+            continue
+        context.log_event(AssetMaterialization(
+            "collection_targets", partition=practice.id, metadata=collection_metadata(outcome)
+        ))
+    if failures:
+        raise fleet.fail_for(failures, len(practices))
 
 
 def build_sync_assets(
@@ -122,10 +235,13 @@ def build_sync_assets(
         description="The practice's source read into staging: Open Dental's aging report or "
         "ledger, a FHIR EHR's accounts, or the newest aging file dropped.",
         retry_policy=retry_policy,
+        backfill_policy=SINGLE_RUN,
     )
     def source_extract(
         context: AssetExecutionContext, warehouse: BalancesWarehouse, sources: SourceClients
     ) -> MaterializeResult:
+        if fleet.is_range_run(context):
+            return _extract_range(context, warehouse, sources, retry_policy)
         practice = _practice(context, warehouse)
 
         def progress(pages: int, rows: int) -> None:
@@ -147,10 +263,14 @@ def build_sync_assets(
         specs=BALANCE_SPECS,
         check_specs=build_check_specs(partitions_def),
         partitions_def=partitions_def,
+        backfill_policy=SINGLE_RUN,
     )
     def practice_balances(
         context: AssetExecutionContext, warehouse: BalancesWarehouse
-    ) -> Iterator[MaterializeResult | AssetCheckResult]:
+    ) -> Iterator[Any]:
+        if fleet.is_range_run(context):
+            yield from _publish_range(context, warehouse)
+            return
         practice = _practice(context, warehouse)
         try:
             outcome = publish_practice(
@@ -162,12 +282,8 @@ def build_sync_assets(
             f"practice {practice.id}: {outcome.accounts} accounts published "
             f"(sync {outcome.sync_id}, as of {outcome.as_of_date})"
         )
-        yield MaterializeResult(asset_key="account_balances", metadata=balances_metadata(outcome))
-        yield MaterializeResult(asset_key="manual_overrides", metadata=override_metadata(outcome))
-        yield MaterializeResult(
-            asset_key="outstanding_balances", metadata=balances_metadata(outcome)
-        )
-        yield MaterializeResult(asset_key="aging_summary", metadata=summary_metadata(outcome))
+        for asset_key, metadata in _balances_metadata(outcome).items():
+            yield MaterializeResult(asset_key=asset_key, metadata=metadata)
         yield from check_results(outcome)
 
     @asset(
@@ -181,10 +297,17 @@ def build_sync_assets(
             "collection_targets, collection_exclusions, collection_target_history and the "
             "day's CSV for the messaging side."
         ),
+        backfill_policy=SINGLE_RUN,
+        # A range run logs one materialization per practice that succeeded (none for a
+        # failed one), so the step yields no output of its own then.
+        output_required=False,
     )
     def collection_targets(
         context: AssetExecutionContext, warehouse: BalancesWarehouse
-    ) -> MaterializeResult:
+    ) -> Iterator[MaterializeResult]:
+        if fleet.is_range_run(context):
+            _collections_range(context, warehouse)
+            return
         practice = _practice(context, warehouse)
         # A staff command killed after its commit left this practice's views behind:
         # publish its committed changes first, so the rules never read stale balances.
@@ -200,6 +323,6 @@ def build_sync_assets(
             f"practice {practice.id}: {sum(outcome.targets_by_action.values())} targets, "
             f"{sum(outcome.exclusions_by_cause.values())} exclusions"
         )
-        return MaterializeResult(metadata=collection_metadata(outcome))
+        yield MaterializeResult(metadata=collection_metadata(outcome))
 
     return [source_extract, practice_balances, collection_targets]

@@ -1,8 +1,12 @@
-"""One schedule per practice, from its `sync` block, in its own time zone.
+"""Schedules from the practices' `sync` blocks, each in its practice's own time zone.
 
-Each tick requests a run of that practice's partition only. Schedules start running as
-soon as the code location loads (no manual toggle); edit the practices file and reload
-the code location to change them.
+Practices that tick at the same moments (the same cron expression in the same time zone)
+share one schedule, whose tick requests ONE run of their partition range (the partitions
+are ordered so that each group is contiguous: `partitions.py`); a practice alone in its
+group has its own `sync_<id>` schedule requesting its partition. A group's schedule is
+named `sync_<first>_to_<last>`. Schedules start running as soon as the code location
+loads (no manual toggle); edit the practices file and reload the code location to change
+them.
 """
 
 from datetime import datetime, timedelta
@@ -18,10 +22,17 @@ from dagster import (
 
 from balances_pipeline.config import Practice, PracticesFile
 from balances_pipeline.cron import ticks_from
+from balances_pipeline.defs.partitions import RANGE_END_TAG, RANGE_START_TAG, sync_groups
 
 
 def schedule_name(practice: Practice) -> str:
     return f"sync_{practice.id}"
+
+
+def group_schedule_name(group: list[Practice]) -> str:
+    if len(group) == 1:
+        return schedule_name(group[0])
+    return f"sync_{group[0].id}_to_{group[-1].id}"
 
 
 def is_due(practice: Practice, when: datetime) -> bool:
@@ -38,25 +49,44 @@ def is_due(practice: Practice, when: datetime) -> bool:
     return False
 
 
-def build_schedule(practice: Practice, job: Any) -> ScheduleDefinition:
-    def request_sync(context: ScheduleEvaluationContext) -> RunRequest | SkipReason:
-        when = context.scheduled_execution_time
-        if when is not None and not is_due(practice, when):
-            return SkipReason(f"{when.isoformat()} is not a tick of practice {practice.id}")
-        return RunRequest(partition_key=practice.id, tags={"balances/trigger": "schedule"})
+def group_run_request(group: list[Practice], when: datetime | None) -> RunRequest | SkipReason:
+    """The run a group's tick asks for: its one practice's partition, or its range.
 
+    The guard is the practice's own (`is_due`): it reads only the cron expression and the
+    time zone, which every practice of a group shares, so the first practice's answer is
+    each's.
+    """
+    if when is not None and not is_due(group[0], when):
+        of_group = f" (nor of its group of {len(group)})" if len(group) > 1 else ""
+        return SkipReason(f"{when.isoformat()} is not a tick of practice {group[0].id}"
+                          f"{of_group}")
+    tags = {"balances/trigger": "schedule"}
+    if len(group) == 1:
+        return RunRequest(partition_key=group[0].id, tags=tags)
+    return RunRequest(tags={**tags, RANGE_START_TAG: group[0].id, RANGE_END_TAG: group[-1].id})
+
+
+def build_schedule(group: list[Practice] | Practice, job: Any) -> ScheduleDefinition:
+    group = [group] if isinstance(group, Practice) else group
+    first = group[0]
+
+    def request_sync(context: ScheduleEvaluationContext) -> RunRequest | SkipReason:
+        return group_run_request(group, context.scheduled_execution_time)
+
+    names = ", ".join(p.id for p in group)
     return ScheduleDefinition(
-        name=schedule_name(practice),
-        cron_schedule=practice.sync.cron_expression,
-        execution_timezone=practice.timezone,
+        name=group_schedule_name(group),
+        cron_schedule=first.sync.cron_expression,
+        execution_timezone=first.timezone,
         job=job,
         execution_fn=request_sync,
         default_status=DefaultScheduleStatus.RUNNING,
-        description=f"Sync {practice.id} ({practice.sync.frequency}, {practice.timezone})",
+        description=f"Sync {names} ({first.sync.frequency}, {first.timezone})"
+        + (" in one run" if len(group) > 1 else ""),
     )
 
 
 def build_schedules(
     practices: PracticesFile, job: Any
 ) -> list[ScheduleDefinition]:
-    return [build_schedule(practice, job) for practice in practices.practices]
+    return [build_schedule(group, job) for group in sync_groups(practices)]

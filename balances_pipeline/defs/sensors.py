@@ -27,12 +27,16 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 from balances_pipeline.alerts import new_alert
 from balances_pipeline.config import PracticesFileError
 from balances_pipeline.defs.checks import FRESH
+from balances_pipeline.defs.fleet import FAILED_PRACTICES
+from balances_pipeline.defs.partitions import RANGE_END_TAG, RANGE_START_TAG, partition_order
 from balances_pipeline.defs.resources import AlertWebhook, BalancesWarehouse
 from balances_pipeline.pipeline.freshness import stale_practices
 from balances_pipeline.storage.snapshots import SnapshotStore
 
 STALE_CHECK_INTERVAL_SECONDS = 300
 SUMMARY = AssetKey("aging_summary")
+RANGE_START = RANGE_START_TAG
+RANGE_END = RANGE_END_TAG
 
 
 def _failed_sync_error_class(
@@ -76,14 +80,50 @@ def report_failed_syncs(
     context: RunFailureSensorContext, warehouse: BalancesWarehouse, alerts: AlertWebhook
 ) -> None:
     practice_id = context.dagster_run.tags.get("dagster/partition")
-    if not practice_id or not _is_our_practice(context, warehouse, practice_id):
+    if practice_id:
+        if not _is_our_practice(context, warehouse, practice_id):
+            return
+        failed = {practice_id: _failed_sync_error_class(context, warehouse)}
+    elif context.dagster_run.tags.get(RANGE_START):
+        failed = _failed_practices_of_range(context, warehouse)
+    else:
         return
-    alert = new_alert(
-        "sync_failed", practice_id, context.dagster_run.run_id,
-        _failed_sync_error_class(context, warehouse),
-    )
-    context.log.error(alert.line())
-    alerts.post(alert)
+    for practice_id, error_class in failed.items():
+        alert = new_alert("sync_failed", practice_id, context.dagster_run.run_id, error_class)
+        context.log.error(alert.line())
+        alerts.post(alert)
+
+
+def _failed_practices_of_range(
+    context: RunFailureSensorContext, warehouse: BalancesWarehouse
+) -> dict[str, str]:
+    """A run of many practices (a partition range): one alert per practice that failed in
+    it, as its steps recorded them (`sync_runs` rows of the run, and the `failed_practices`
+    the last step names). A run that failed before naming any: every practice of its range."""
+    failed: dict[str, str] = {}
+    for event in context.get_step_failure_events():
+        data = event.step_failure_data.user_failure_data
+        entry = data.metadata.get(FAILED_PRACTICES) if data else None
+        if entry is not None:
+            failed.update(json.loads(entry.value))
+    for practice_id, error_class in warehouse.analyst_query(
+        "SELECT practice_id, arg_max(error_class, started_at) FROM sync_runs"
+        " WHERE dagster_run_id = ? AND status = 'failed' GROUP BY practice_id",
+        [context.dagster_run.run_id],
+    ):
+        failed.setdefault(practice_id, error_class or "SyncFailed")
+    try:
+        ids = partition_order(warehouse.practices())
+    except PracticesFileError as error:
+        context.log.warning(f"practices file unreadable ({error}); reporting the run anyway")
+        return failed or {context.dagster_run.tags[RANGE_START]: "RunFailure"}
+    if not failed:
+        tags = context.dagster_run.tags
+        first, last = ids.index(tags[RANGE_START]), ids.index(tags[RANGE_END])
+        error = getattr(context.failure_event.event_specific_data, "error", None)
+        failed = dict.fromkeys(ids[first:last + 1],
+                               getattr(error, "cls_name", None) or "RunFailure")
+    return {pid: cls for pid, cls in sorted(failed.items()) if pid in ids}
 
 
 def _latest_summary(
