@@ -45,7 +45,7 @@ def test_bundled_demo_config(monkeypatch: pytest.MonkeyPatch) -> None:
         ("America/Denver", True, 0),
         ("America/New_York", False, 0),
         ("America/Los_Angeles", True, 3),
-        ("America/Chicago", False, 0),
+        ("America/Phoenix", False, 0),
     ]
     monkeypatch.delenv("LAKESIDE_FAMILY_OD_CUSTOMER_KEY")
     with pytest.raises(ConfigError, match="LAKESIDE_FAMILY_OD_CUSTOMER_KEY"):
