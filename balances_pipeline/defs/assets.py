@@ -57,6 +57,7 @@ from balances_pipeline.pipeline.outcomes import ExtractOutcome, SyncOutcome
 from balances_pipeline.pipeline.publish_sync import publish_practice
 from balances_pipeline.pipeline.recompute import complete_pending_republishes
 from balances_pipeline.storage.analyst import ensure_analyst_warehouse
+from balances_pipeline.storage.working_db import reusing_connections
 
 GROUP = SYNC_GROUP
 # A partition range is one run: the steps loop over its practices (fleet.py).
@@ -145,7 +146,9 @@ def _extract_range(
         ), retry_policy)
 
     failures = {}
-    for practice, result in zip(practices, fleet.run_pool(practices, extract), strict=True):
+    with reusing_connections():
+        results = fleet.run_pool(practices, extract)
+    for practice, result in zip(practices, results, strict=True):
         if isinstance(result, fleet.PracticeFailure):
             failures[practice.id] = result
             context.log.error(f"practice {practice.id}: extract failed ({result.error_class})")
@@ -178,7 +181,9 @@ def _publish_range(
         failure = failures.get(practice.id)
         if failure is None:
             try:
-                outcome = publish_practice(practice, layout, dagster_run_id=context.run.run_id)
+                with reusing_connections():
+                    outcome = publish_practice(practice, layout,
+                                               dagster_run_id=context.run.run_id)
             except SyncFailed as error:
                 failure = failures[practice.id] = fleet.failure_of(practice, error)
                 context.log.error(f"practice {practice.id}: publish failed ({failure.error_class})")
@@ -205,12 +210,14 @@ def _collections_range(
     practices = _practices(context, warehouse)
     layout = warehouse.layout()
     failures = fleet.failed_in_run(layout, context.run.run_id)
+    practices_file = warehouse.practices()  # read once for the run, not per practice
     for practice in practices:
         if practice.id in failures:
             continue
-        complete_pending_republishes(layout, warehouse.practices(), [practice.id])
         try:
-            outcome = evaluate_collection_targets(practice, warehouse.practices(), layout)
+            with reusing_connections():
+                complete_pending_republishes(layout, practices_file, [practice.id])
+                outcome = evaluate_collection_targets(practice, practices_file, layout)
         except (RulesError, NoBalancesYet) as error:
             failures[practice.id] = fleet.failure_of(practice, error)
             context.log.error(f"practice {practice.id}: collection rules failed: {error}")
