@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+from pathlib import Path
 
 import duckdb
 
@@ -100,11 +101,31 @@ def _current_fingerprint(layout: Layout) -> str | None:
         con.close()
 
 
+# warehouse.duckdb files this process found current: (path, fingerprint) -> the file's
+# (inode, mtime_ns, size) then. Opening the file to read its fingerprint costs a DuckDB
+# open (tens of ms), once per practice in a run of many practices; a file replaced since
+# (a rebuild, another release) has another identity and is checked again.
+_checked: dict[tuple[str, str], tuple[int, int, int]] = {}
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    try:
+        found = path.stat()
+    except FileNotFoundError:
+        return None
+    return found.st_ino, found.st_mtime_ns, found.st_size
+
+
 def ensure_analyst_warehouse(layout: Layout, *, force: bool = False) -> bool:
     """Build `warehouse.duckdb` if it is missing or outdated. Returns True if it was (re)built."""
     store = SnapshotStore(layout)
     store.ensure_schema_placeholder()
+    key = (str(layout.warehouse_path), _fingerprint(layout))
+    identity = _identity(layout.warehouse_path)
+    if not force and identity is not None and _checked.get(key) == identity:
+        return False
     if not force and _current_fingerprint(layout) == _fingerprint(layout):
+        _checked[key] = identity
         return False
     # Files an earlier release published get the names the views read.
     store.upgrade_published()
@@ -124,4 +145,5 @@ def ensure_analyst_warehouse(layout: Layout, *, force: bool = False) -> bool:
         con.close()
     layout.secure_published(temporary)
     os.replace(temporary, layout.warehouse_path)
+    _checked[key] = _identity(layout.warehouse_path)
     return True
