@@ -266,13 +266,21 @@ def _bench(args: argparse.Namespace) -> int:
         raise CommandError("balances bench runs from a clone of the repository (benchmarks/)")
     if str(clone) not in sys.path:
         sys.path.insert(0, str(clone))
-    from benchmarks.bench import run_benchmark
+    from benchmarks.bench import DEFAULT_ACCOUNTS, run_benchmark
 
     return run_benchmark(
-        accounts=args.accounts, port=args.port, repeat=args.repeat, json_path=args.json,
-        mode=args.mode, ledger_rows=args.ledger_rows, changes=args.changes,
-        fleet=args.fleet, fleet_accounts=args.fleet_accounts,
+        accounts=args.accounts or list(DEFAULT_ACCOUNTS), port=args.port, repeat=args.repeat,
+        json_path=args.json, mode=args.mode, ledger_rows=args.ledger_rows,
+        changes=args.changes, fleet=args.fleet, fleet_accounts=args.fleet_accounts,
     )
+
+
+def _sizes(text: str) -> list[int]:
+    """`N` or `N,N,N` (whole numbers; the benchmark checks their ranges)."""
+    parts = text.split(",")
+    if not all(part.isascii() and part.isdigit() for part in parts):
+        raise argparse.ArgumentTypeError(f"expected N or N,N,N (whole numbers), not {text!r}")
+    return [int(part) for part in parts]
 
 
 def _account_arguments(parser: argparse.ArgumentParser) -> None:
@@ -355,17 +363,20 @@ def build_parser() -> argparse.ArgumentParser:
     accept_drop.set_defaults(handler=_sync_accept_drop)
 
     bench = commands.add_parser("bench", help="run the performance benchmark")
-    bench.add_argument("--accounts", type=int, default=50_000)
+    bench.add_argument("--accounts", type=_sizes, default=None, metavar="N[,N,N]",
+                       help="practice size(s) in accounts (default 1000,5000,20000)")
     bench.add_argument("--port", type=int, default=0, help="simulator port (0: any free)")
     bench.add_argument("--repeat", type=int, default=1, help="runs of baseline + sync")
     bench.add_argument("--mode", choices=("aging_report", "ledger", "both"), default="both",
                        help="source mode(s) to measure (default both)")
-    bench.add_argument("--ledger-rows", type=int, default=1_000_000, metavar="N",
-                       help="ledger rows for the aging transform vs its baseline")
+    bench.add_argument("--ledger-rows", type=_sizes, default=None, metavar="N[,N,N]",
+                       help="ledger rows for the aging transform vs its baseline, one or one "
+                            "per size (default 100000,300000,1000000)")
     bench.add_argument("--changes", type=int, default=20, metavar="K",
                        help="rows added between the full and the incremental ledger sync")
-    bench.add_argument("--fleet", type=int, default=20, metavar="N",
-                       help="practices synced in one Dagster run for the fleet figure (0: skip)")
+    bench.add_argument("--fleet", type=_sizes, default=None, metavar="N[,N,N]",
+                       help="practices synced in one Dagster run for the fleet figure, one or "
+                            "one per size (0: skip; default 5,10,20)")
     bench.add_argument("--fleet-accounts", type=int, default=10, metavar="A",
                        help="accounts of each fleet practice")
     bench.add_argument("--json", default=None, metavar="PATH",

@@ -40,6 +40,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -56,60 +57,47 @@ from benchmarks.report import (
     _lines,
     _s,
     _summarize,
+    growth_lines,
 )
 from benchmarks.workers import _worker_ledger_aging, _worker_main  # noqa: F401
 
 MODES = ("aging_report", "ledger", "both")
+# The default sizes: three of each figure, within about ten minutes on the 2-core machine.
+DEFAULT_ACCOUNTS = (1_000, 5_000, 20_000)
+DEFAULT_LEDGER_ROWS = (100_000, 300_000, 1_000_000)
+DEFAULT_FLEET = (5, 10, 20)
 
 
-def run_benchmark(
-    accounts: int = 50_000,
-    port: int = 0,
-    repeat: int = 1,
-    json_path: str | Path | None = None,
-    mode: str = "both",
-    ledger_rows: int = 1_000_000,
-    changes: int = 20,
-    fleet: int = 20,
-    fleet_accounts: int = 10,
-) -> int:
-    """Run the benchmark and print its figures; 0 on success, 1 with a one-line error."""
+def _check_arguments(accounts: int, port: int, repeat: int, ledger_rows: int, changes: int,
+                     fleet: int, fleet_accounts: int, mode: str) -> str | None:
     if accounts < 1 or repeat < 1 or ledger_rows < 1 or changes < 1 or not 0 <= port <= 65535:
-        print("balances bench: error: --accounts, --repeat, --ledger-rows and --changes must "
-              "be at least 1, --port within 0-65535", file=sys.stderr)
-        return 2
+        return ("--accounts, --repeat, --ledger-rows and --changes must be at least 1, "
+                "--port within 0-65535")
     if fleet == 1 or fleet < 0 or fleet_accounts < 1:
-        print("balances bench: error: --fleet must be 0 (skip) or at least 2, "
-              "--fleet-accounts at least 1", file=sys.stderr)
-        return 2
+        return "--fleet must be 0 (skip) or at least 2, --fleet-accounts at least 1"
     if mode not in MODES:
-        print(f"balances bench: error: --mode must be one of {', '.join(MODES)}",
-              file=sys.stderr)
-        return 2
-    clock = time.monotonic()
-    workdir = Path(tempfile.mkdtemp(prefix="balances-bench-"))
+        return f"--mode must be one of {', '.join(MODES)}"
+    return None
+
+
+def _measure_size(
+    machine: dict[str, Any], accounts: int, port: int, repeat: int, mode: str,
+    ledger_rows: int, changes: int, fleet: int, fleet_accounts: int, workdir: Path,
+) -> tuple[list[str], dict[str, Any]]:
+    """Every figure at one size: its lines and its JSON document."""
     measured: dict[str, Any] = {}
     summary: dict[str, Any] | None = None
     ledger: dict[str, Any] | None = None
     fleet_summary: dict[str, Any] | None = None
-    try:
-        machine = _machine()
-        if mode in ("aging_report", "both"):
-            measured = _measure(accounts, port, repeat, workdir / "aging_report")
-            summary = _summarize(accounts, repeat, measured)
-        if mode in ("ledger", "both"):
-            ledger = _measure_ledger(accounts, port, changes, ledger_rows, workdir / "ledger")
-        if fleet:
-            fleet_summary = summarize_fleet(
-                measure_fleet(fleet, fleet_accounts, port, repeat, workdir / "fleet")
-            )
-    except (BenchError, OSError, ValueError, KeyError) as error:
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        print(f"balances bench: error: {message}", file=sys.stderr)
-        return 1
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    total = time.monotonic() - clock
+    if mode in ("aging_report", "both"):
+        measured = _measure(accounts, port, repeat, workdir / "aging_report")
+        summary = _summarize(accounts, repeat, measured)
+    if mode in ("ledger", "both"):
+        ledger = _measure_ledger(accounts, port, changes, ledger_rows, workdir / "ledger")
+    if fleet:
+        fleet_summary = summarize_fleet(
+            measure_fleet(fleet, fleet_accounts, port, repeat, workdir / "fleet")
+        )
     ledger_as_of = date.fromisoformat(ledger["as_of"]) if ledger else None
     lines = _header_lines(machine, accounts, mode, repeat, ledger_as_of)
     if summary is not None:
@@ -118,14 +106,77 @@ def run_benchmark(
         lines += _ledger_lines(accounts, ledger)
     if fleet_summary is not None:
         lines += fleet_lines(machine, fleet_summary)
-    for line in lines:
-        print(line)
+    document = {"machine": machine, "mode": mode, "accounts": accounts, "summary": summary,
+                **measured, "ledger": ledger, "fleet": fleet_summary}
+    return lines, document
+
+
+def _as_sizes(value: int | Sequence[int]) -> list[int]:
+    return [value] if isinstance(value, int) else list(value)
+
+
+def _defaults(default: tuple[int, ...], count: int) -> list[int]:
+    """The defaults at three sizes; at another number of sizes, the largest at each."""
+    return list(default) if count == len(default) else [default[-1]]
+
+
+def run_benchmark(
+    accounts: int | Sequence[int] = DEFAULT_ACCOUNTS,
+    port: int = 0,
+    repeat: int = 1,
+    json_path: str | Path | None = None,
+    mode: str = "both",
+    ledger_rows: int | Sequence[int] | None = None,
+    changes: int = 20,
+    fleet: int | Sequence[int] | None = None,
+    fleet_accounts: int = 10,
+) -> int:
+    """Run the benchmark at each size and print its figures; 0 on success, 1 with a
+    one-line error. `accounts`, `ledger_rows` and `fleet` are one size each, or one per
+    size (a single value is used at every size)."""
+    sizes = _as_sizes(accounts)
+    count = len(sizes)
+    rows = _as_sizes(ledger_rows) if ledger_rows is not None else _defaults(
+        DEFAULT_LEDGER_ROWS, count)
+    fleets = _as_sizes(fleet) if fleet is not None else _defaults(DEFAULT_FLEET, count)
+    rows = rows * count if len(rows) == 1 else rows
+    fleets = fleets * count if len(fleets) == 1 else fleets
+    problem = None if len(rows) == len(fleets) == count else (
+        "--ledger-rows and --fleet take one value, or one per size of --accounts")
+    for index in range(count):
+        problem = problem or _check_arguments(sizes[index], port, repeat, rows[index], changes,
+                                              fleets[index], fleet_accounts, mode)
+    if problem:
+        print(f"balances bench: error: {problem}", file=sys.stderr)
+        return 2
+    clock = time.monotonic()
+    workdir = Path(tempfile.mkdtemp(prefix="balances-bench-"))
+    documents = []
+    try:
+        machine = _machine()
+        for index, size in enumerate(sizes):
+            lines, document = _measure_size(machine, size, port, repeat, mode, rows[index],
+                                            changes, fleets[index], fleet_accounts,
+                                            workdir / f"size-{index}")
+            if count > 1:
+                print(f"--- size {index + 1} of {count}: {size:,} accounts ---")
+            for line in lines:
+                print(line, flush=True)
+            documents.append(document)
+    except (BenchError, OSError, ValueError, KeyError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"balances bench: error: {message}", file=sys.stderr)
+        return 1
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    total = time.monotonic() - clock
+    if count > 1:
+        for line in growth_lines(documents):
+            print(line)
     print(f"benchmark total: {_s(total)}")
     if json_path is not None:
-        document = {
-            "machine": machine, "mode": mode, "summary": summary, **measured,
-            "ledger": ledger, "fleet": fleet_summary, "total_seconds": total,
-        }
+        document = documents[0] if count == 1 else {"machine": machine, "sizes": documents}
+        document["total_seconds"] = total
         try:
             Path(json_path).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
         except OSError as error:

@@ -250,3 +250,50 @@ def _ledger_lines(accounts: int, ledger: dict[str, Any]) -> list[str]:
         f"{AGING_RATIO_TARGET}x); worker peak RSS {aging['peak_rss_mb']:.0f} MB"
     )
     return lines
+
+
+def growth_lines(documents: list[dict[str, Any]]) -> list[str]:
+    """How each figure grows with size: one line per figure, its value at every size."""
+    def at_sizes(label: str, value: Callable[[dict[str, Any]], str | None]) -> str | None:
+        cells = [(document["accounts"], value(document)) for document in documents]
+        if all(cell is None for _, cell in cells):
+            return None
+        return f"growth: {label}: " + "; ".join(
+            f"{accounts:,} accounts → {cell if cell is not None else 'n/a'}"
+            for accounts, cell in cells)
+
+    def summary(key: str, form: str) -> Callable[[dict[str, Any]], str | None]:
+        return lambda doc: form.format(doc["summary"][key]) if doc.get("summary") else None
+
+    def ledger(value: Callable[[dict[str, Any]], str]) -> Callable[[dict[str, Any]], str | None]:
+        return lambda doc: value(doc["ledger"]) if doc.get("ledger") else None
+
+    def fleet(doc: dict[str, Any]) -> str | None:
+        found = doc.get("fleet")
+        if not found:
+            return None
+        return (f"{found['practices']} practices: {found['seconds_per_additional_practice']:.3f}"
+                f" s each (ratio {found['ratio_to_target']:.2f} to 0.5 s)")
+
+    def aging(found: dict[str, Any]) -> str:
+        figures = _aging_figures(found["aging"].get("result", {}))
+        if figures["ratio"] is None:
+            return "skipped"
+        rows = int(figures["rows"]) if figures["rows"] is not None else 0
+        return f"{rows:,} rows: ratio {figures['ratio']:.2f}"
+
+    lines = [
+        at_sizes("aging_report sync / bare paging", summary(
+            "sync_ratio_to_baseline", "ratio {:.2f}")),
+        at_sizes("aging_report sync peak RSS", summary("sync_peak_rss_mb", "{:.0f} MB")),
+        at_sizes("ledger full sync / bare paging", ledger(
+            lambda found: "ratio {:.2f}".format(
+                found["full"]["wall_seconds"] / found["baseline"]["wall_seconds"]))),
+        at_sizes("ledger full sync peak RSS", ledger(
+            lambda found: f"{found['full']['peak_rss_mb']:.0f} MB")),
+        at_sizes("incremental requests / full", ledger(
+            lambda found: f"{found['incremental']['requests']} vs {found['full']['requests']}")),
+        at_sizes("ledger aging transform / hand-written query", ledger(aging)),
+        at_sizes("fleet", fleet),
+    ]
+    return [line for line in lines if line]
