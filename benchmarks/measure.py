@@ -20,6 +20,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from balances_pipeline.sources.opendental.rows import LEDGER_RELATIONS
+from balances_pipeline.sources.opendental.shortquery import ledger_sql
 from benchmarks.common import (
     AGING_ENDPOINT,
     AS_OF,
@@ -169,8 +171,10 @@ def _write_yaml(path: Path, document: dict[str, Any]) -> Path:
     return path
 
 
-def _bench_env(accounts: int, workdir: Path) -> tuple[dict[str, str], Path]:
-    """The workers' environment (fresh keys, no shared group) and the simulator's config."""
+def _bench_env(accounts: int, workdir: Path, queries_permission: bool = False
+               ) -> tuple[dict[str, str], Path]:
+    """The workers' environment (fresh keys, no shared group) and the simulator's config;
+    `queries_permission`: the key may run ShortQuery (ledger mode's cheap path)."""
     workdir.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
@@ -185,7 +189,7 @@ def _bench_env(accounts: int, workdir: Path) -> tuple[dict[str, str], Path]:
         "developer_key_env": DEVELOPER_KEY_ENV,
         "practices": [{
             "id": PRACTICE_ID, "customer_key_env": CUSTOMER_KEY_ENV,
-            "accounts": accounts, "seed": SEED,
+            "accounts": accounts, "seed": SEED, "queries_permission": queries_permission,
         }],
     })
     return env, sim_config
@@ -272,7 +276,10 @@ def _measure_ledger(
 ) -> dict[str, Any]:
     """Full ledger sync, K changes, incremental sync, then the aging transform alone."""
     as_of = date.today()  # BALANCES_AS_OF fixed: both syncs are of the same local day
-    env, sim_config = _bench_env(accounts, workdir)
+    # The key has the Queries permission: the ShortQuery path an office is told to grant
+    # (the REST fallback reads the whole ledger, one /adjustments request per patient, on
+    # every sync: docs/sources.md).
+    env, sim_config = _bench_env(accounts, workdir, queries_permission=True)
     env["BALANCES_AS_OF"] = as_of.isoformat()
     with _simulator(sim_config, port, env, workdir / "simulator-ledger.log", as_of) as base_url:
         warmup = _warm_up(base_url, env, as_of)
@@ -284,6 +291,7 @@ def _measure_ledger(
             "base_url": base_url, "as_of": as_of.isoformat(),
             "endpoints": [[endpoint, LEDGER_BASELINE_QUERIES.get(endpoint, {})]
                           for endpoint in LEDGER_ENDPOINTS],
+            "short_queries": [ledger_sql(endpoint, None, None) for endpoint in LEDGER_RELATIONS],
         }, env)
         sync_env = {**env, "BALANCES_HOME": str(workdir / "home-ledger")}
         worker = {"practices_file": str(practices_file), "ledger_sample": changes}

@@ -203,8 +203,9 @@ def _ledger_lines(accounts: int, ledger: dict[str, Any]) -> list[str]:
         f"{ledger['as_of']} (BALANCES_AS_OF fixed, sync.frequency hourly); ledger "
         f"{before:,} rows ({tables}); simulator warm-up request "
         f"{_s(ledger['warmup_seconds'])} (not part of the sync)",
-        f"ledger baseline paging {baseline['rows']:,} rows of {len(LEDGER_ENDPOINTS)} endpoints "
-        f"(requests + json.loads, no validation, no warehouse; {size}): {_s(base_wall)} wall, "
+        f"ledger baseline paging {baseline['rows']:,} rows of {len(LEDGER_ENDPOINTS)} tables "
+        f"through ShortQuery, the connector's SQL (requests + json.loads, no validation, no "
+        f"warehouse; {size}): {_s(base_wall)} wall, "
         f"{baseline['rows'] / base_wall:,.0f} rows/s, {baseline['requests']:,} requests, "
         f"{baseline['bytes'] / 1024**2:.2f} MB received, peak RSS {base_rss:.0f} MB",
         f"ledger full sync {accounts:,} accounts: {_s(full_wall)} wall ({phases(full)}), "

@@ -88,7 +88,28 @@ def _worker_baseline(params: dict[str, Any]) -> dict[str, Any]:
                     break
                 offset += len(page)
 
-        for endpoint, query in endpoints:
+        def short_query(sql: str) -> None:
+            # Ledger mode's ShortQuery path: the same SQL text the connector sends.
+            nonlocal rows, requests_made, received
+            url = f"{params['base_url']}/queries/ShortQuery"
+            offset = 0
+            while True:
+                response = session.put(url, params={"Offset": offset}, timeout=120,
+                                       data=json.dumps({"SqlCommand": sql}),
+                                       headers={"Content-Type": "application/json"})
+                requests_made += 1
+                response.raise_for_status()
+                body = response.content
+                received += len(body)
+                page = json.loads(body)
+                rows += len(page)
+                if len(page) < PAGE_ROWS:
+                    break
+                offset += len(page)
+
+        for sql in params.get("short_queries", []):
+            short_query(sql)
+        for endpoint, query in endpoints if not params.get("short_queries") else []:
             if query.get("PatNum") == "*":
                 for pat_num in sorted(set(patients)):
                     read(endpoint, {**query, "PatNum": str(pat_num)})
