@@ -47,6 +47,7 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetRecordsFilter,
+    DagsterInstance,
     Failure,
     Output,
     RetryPolicy,
@@ -138,10 +139,12 @@ def failed_in_run(layout: Layout, run_id: str) -> dict[str, PracticeFailure]:
             for pid, status, error_class, sync_id in rows if status == "failed"}
 
 
-def _latest_materialization(
-    context: AssetExecutionContext, asset_key: AssetKey, partition: str
+def latest_materialization(
+    instance: DagsterInstance, asset_key: AssetKey, partition: str
 ) -> AssetCheckEvaluationTargetMaterializationData | None:
-    records = context.instance.fetch_materializations(
+    """The latest materialization of an asset partition, as a check result's target (a
+    partition's check status counts only while it targets that materialization)."""
+    records = instance.fetch_materializations(
         AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]), limit=1
     ).records
     if not records:
@@ -166,7 +169,8 @@ def partition_check_events(
         for result in results:
             asset_key = AssetKey.from_coercible(result.asset_key)
             if asset_key not in targets:
-                targets[asset_key] = _latest_materialization(context, asset_key, partition)
+                targets[asset_key] = latest_materialization(context.instance, asset_key,
+                                                             partition)
             spec = assets_def.get_spec_for_check_key(AssetCheckKey(asset_key, result.check_name))
             yield AssetCheckEvaluation(
                 asset_key=asset_key, check_name=result.check_name, passed=result.passed,
@@ -176,22 +180,22 @@ def partition_check_events(
             )
 
 
-def fail_for(failures: dict[str, PracticeFailure], total: int) -> Failure:
-    """The run's verdict when some practices failed: names them (ids, error classes)."""
+def _failure(description: str, failures: dict[str, PracticeFailure]) -> Failure:
+    """A step's failure naming the failed practices (ids and error classes, also as the
+    `failed_practices` metadata the failure sensor reads)."""
     named = ", ".join(f"{f.practice_id} ({f.error_class})" for f in failures.values())
     return Failure(
-        description=f"{len(failures)} of {total} practices failed in this run: {named}",
+        description=f"{description}: {named}",
         metadata={FAILED_PRACTICES: json.dumps(
             {f.practice_id: f.error_class for f in failures.values()})},
         allow_retries=False,
     )
+
+
+def fail_for(failures: dict[str, PracticeFailure], total: int) -> Failure:
+    """The run's verdict when some practices failed."""
+    return _failure(f"{len(failures)} of {total} practices failed in this run", failures)
 
 
 def all_failed(failures: dict[str, PracticeFailure], step: str) -> Failure:
-    named = ", ".join(f"{f.practice_id} ({f.error_class})" for f in failures.values())
-    return Failure(
-        description=f"every practice of the run failed at {step}: {named}",
-        metadata={FAILED_PRACTICES: json.dumps(
-            {f.practice_id: f.error_class for f in failures.values()})},
-        allow_retries=False,
-    )
+    return _failure(f"every practice of the run failed at {step}", failures)

@@ -8,7 +8,6 @@ from dagster import (
     AssetCheckEvaluation,
     AssetCheckSeverity,
     AssetKey,
-    AssetRecordsFilter,
     DagsterInvariantViolationError,
     DefaultSensorStatus,
     RunFailureSensorContext,
@@ -27,7 +26,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 from balances_pipeline.alerts import new_alert
 from balances_pipeline.config import PracticesFileError
 from balances_pipeline.defs.checks import FRESH
-from balances_pipeline.defs.fleet import FAILED_PRACTICES
+from balances_pipeline.defs.fleet import FAILED_PRACTICES, latest_materialization
 from balances_pipeline.defs.partitions import RANGE_END_TAG, RANGE_START_TAG, partition_order
 from balances_pipeline.defs.resources import AlertWebhook, BalancesWarehouse
 from balances_pipeline.pipeline.freshness import stale_practices
@@ -139,15 +138,7 @@ def _latest_summary(
         instance = context.instance
     except DagsterInvariantViolationError:  # a context built without an instance (tests)
         return None
-    records = instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=SUMMARY, asset_partitions=[practice_id]), limit=1
-    ).records
-    if not records:
-        return None
-    latest = records[0]
-    return AssetCheckEvaluationTargetMaterializationData(
-        storage_id=latest.storage_id, run_id=latest.run_id, timestamp=latest.timestamp
-    )
+    return latest_materialization(instance, SUMMARY, practice_id)
 
 
 @sensor(
