@@ -117,6 +117,7 @@ def sync_practice(practice, **options):
 TEST_GROUPS = {
     "test_ledger_aging": "unit",
     "test_ledger_aging_property": "unit",
+    "test_set_based_pages": "unit",
     "test_override_buckets": "unit",
     "test_schedules": "unit",
     "test_fleet_schedules": "unit",

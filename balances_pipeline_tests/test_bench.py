@@ -20,16 +20,18 @@ from benchmarks.bench import run_benchmark
 AGING_REPORT_LINES = (
     "data: 1 practice, 300 accounts",
     "simulator setup 300 accounts",
-    "baseline paging ",
+    "baseline bare loop ",
     "sync 300 accounts (aging_report): ",
+    "sync work 300 accounts (aging_report): ",
     "sync memory: peak RSS ",
     "sync phases: extract ",
     "publish: ",
 )
 LEDGER_LINES = (
     "ledger data: 1 practice, 300 accounts",
-    "ledger baseline paging ",
+    "ledger baseline bare loop ",
     "ledger full sync 300 accounts: ",
+    "ledger full sync work 300 accounts: ",
     "ledger full sync memory (300 accounts, ",
     "ledger changes (300 accounts, ",
     "ledger incremental sync 300 accounts (20 rows changed): ",
@@ -70,7 +72,7 @@ def test_bench_prints_every_figure(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "target < 300 MB" in memory and "→ ratio" in memory
     # Every ledger figure names the data size and a ratio to its baseline (the baseline
     # paging line is that baseline; the aging transform's line may say it was skipped).
-    assert "300 accounts" in _line(lines, "ledger baseline paging ")
+    assert "300 accounts" in _line(lines, "ledger baseline bare loop ")
     for prefix in LEDGER_LINES[2:-1]:
         line = _line(lines, prefix)
         assert "300 accounts" in line and "ratio" in line, line
@@ -88,12 +90,17 @@ def test_bench_prints_every_figure(tmp_path: Path, capsys: pytest.CaptureFixture
     assert summary["accounts"] == 300
     assert summary["sync_wall_seconds"] > 0 and summary["baseline_wall_seconds"] > 0
     assert summary["sync_peak_rss_mb"] > 0
+    # Sync work: the sync minus the empty practice's, which synced nothing.
+    assert document["empty_syncs"][0]["rows_extracted"] == 0
+    assert summary["sync_work_seconds"] == pytest.approx(
+        summary["sync_wall_seconds"] - summary["empty_sync_wall_seconds"])
     assert document["syncs"][0]["rows_extracted"] == document["setup"]["aging_rows"]
     assert document["syncs"][0]["rows_extracted"] == document["baselines"][0]["rows"]
     assert document["syncs"][0]["retries"] == 0
     ledger = document["ledger"]
     assert ledger["full"]["mode"] == "full" and ledger["incremental"]["mode"] == "incremental"
     assert ledger["full"]["rows_extracted"] == ledger["baseline"]["rows"]
+    assert ledger["empty"]["rows_extracted"] == 0
     added = sum(ledger["incremental"]["ledger_tables"].values()) - sum(
         ledger["full"]["ledger_tables"].values()
     )

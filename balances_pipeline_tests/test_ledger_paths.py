@@ -243,13 +243,13 @@ def test_a_clinic_equals_that_clinics_aging_report(paths) -> None:
 def test_the_sql_sent_never_names_a_phi_column(paths, monkeypatch) -> None:
     server, practices = paths
     sent: list[str] = []
-    original = OpenDentalClient._short_query_rows
+    original = OpenDentalClient._short_query_body
 
     def recording(self, sql, offset):
         sent.append(sql)
         return original(self, sql, offset)
 
-    monkeypatch.setattr(OpenDentalClient, "_short_query_rows", recording)
+    monkeypatch.setattr(OpenDentalClient, "_short_query_body", recording)
     sync_practice(practices.practice("sq_dental"))
     sync_practice(practices.practice("clinic_dental"))
     assert len(sent) > 10

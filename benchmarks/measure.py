@@ -27,6 +27,9 @@ from benchmarks.common import (
     AS_OF,
     CUSTOMER_KEY_ENV,
     DEVELOPER_KEY_ENV,
+    EMPTY_CUSTOMER_KEY_ENV,
+    EMPTY_PRACTICE_ID,
+    LEDGER_BARE_COLUMNS,
     LEDGER_BASELINE_QUERIES,
     LEDGER_ENDPOINTS,
     PRACTICE_ID,
@@ -180,6 +183,7 @@ def _bench_env(accounts: int, workdir: Path, queries_permission: bool = False
         **os.environ,
         DEVELOPER_KEY_ENV: secrets.token_hex(16),
         CUSTOMER_KEY_ENV: secrets.token_hex(16),
+        EMPTY_CUSTOMER_KEY_ENV: secrets.token_hex(16),
         "BALANCES_AS_OF": AS_OF.isoformat(),
         "PYTHONUNBUFFERED": "1",
     }
@@ -190,24 +194,31 @@ def _bench_env(accounts: int, workdir: Path, queries_permission: bool = False
         "practices": [{
             "id": PRACTICE_ID, "customer_key_env": CUSTOMER_KEY_ENV,
             "accounts": accounts, "seed": SEED, "queries_permission": queries_permission,
+        }, {
+            "id": EMPTY_PRACTICE_ID, "customer_key_env": EMPTY_CUSTOMER_KEY_ENV,
+            "accounts": 0, "seed": SEED, "queries_permission": queries_permission,
         }],
     })
     return env, sim_config
 
 
 def _practice(base_url: str, mode: str) -> dict[str, Any]:
-    practice: dict[str, Any] = {
-        "id": PRACTICE_ID,
-        "name": "Bench Practice",
-        "timezone": "America/Chicago",
-    }
-    if mode == "ledger":  # hourly: the day's second sync is incremental
-        practice["sync"] = {"frequency": "hourly"}
-    practice["source"] = {
-        "type": "opendental", "base_url": base_url, "mode": mode,
-        "developer_key_env": DEVELOPER_KEY_ENV, "customer_key_env": CUSTOMER_KEY_ENV,
-    }
-    return {"practices": [practice]}
+    """The measured practice and the empty one (its sync: the fixed cost), same server."""
+
+    def one(practice_id: str, name: str, customer_key_env: str) -> dict[str, Any]:
+        practice: dict[str, Any] = {"id": practice_id, "name": name,
+                                    "timezone": "America/Chicago"}
+        if mode == "ledger":  # hourly: the day's second sync is incremental
+            practice["sync"] = {"frequency": "hourly"}
+        practice["source"] = {
+            "type": "opendental", "base_url": base_url, "mode": mode,
+            "developer_key_env": DEVELOPER_KEY_ENV, "customer_key_env": customer_key_env,
+        }
+        return practice
+
+    return {"practices": [one(PRACTICE_ID, "Bench Practice", CUSTOMER_KEY_ENV),
+                          one(EMPTY_PRACTICE_ID, "Bench Empty Practice",
+                              EMPTY_CUSTOMER_KEY_ENV)]}
 
 
 def _measure(accounts: int, port: int, repeat: int, workdir: Path) -> dict[str, Any]:
@@ -217,6 +228,7 @@ def _measure(accounts: int, port: int, repeat: int, workdir: Path) -> dict[str, 
     )
     baselines: list[dict[str, Any]] = []
     syncs: list[dict[str, Any]] = []
+    empties: list[dict[str, Any]] = []
     with _simulator(sim_config, port, env, workdir / "simulator.log") as base_url:
         warmup = _warm_up(base_url, env)
         practices_file = _write_yaml(
@@ -234,8 +246,16 @@ def _measure(accounts: int, port: int, repeat: int, workdir: Path) -> dict[str, 
                     {**env, "BALANCES_HOME": str(home)},
                 )
             )
+            empties.append(
+                _run_worker(
+                    "sync", {"practices_file": str(practices_file),
+                             "practice_id": EMPTY_PRACTICE_ID},
+                    {**env, "BALANCES_HOME": str(home / "empty")},
+                )
+            )
             shutil.rmtree(home, ignore_errors=True)
-    return {"setup": setup, "warmup_seconds": warmup, "baselines": baselines, "syncs": syncs}
+    return {"setup": setup, "warmup_seconds": warmup, "baselines": baselines, "syncs": syncs,
+            "empty_syncs": empties}
 
 
 def _add_rows(base_url: str, patients: list[int], count: int, on: date) -> dict[str, Any]:
@@ -291,11 +311,14 @@ def _measure_ledger(
             "base_url": base_url, "as_of": as_of.isoformat(),
             "endpoints": [[endpoint, LEDGER_BASELINE_QUERIES.get(endpoint, {})]
                           for endpoint in LEDGER_ENDPOINTS],
-            "short_queries": [ledger_sql(endpoint, None, None) for endpoint in LEDGER_RELATIONS],
+            "short_queries": [[ledger_sql(endpoint, None, None), LEDGER_BARE_COLUMNS[endpoint]]
+                              for endpoint in LEDGER_RELATIONS],
         }, env)
         sync_env = {**env, "BALANCES_HOME": str(workdir / "home-ledger")}
         worker = {"practices_file": str(practices_file), "ledger_sample": changes}
         full = _run_worker("sync", worker, sync_env)
+        empty = _run_worker("sync", {"practices_file": str(practices_file),
+                                     "practice_id": EMPTY_PRACTICE_ID}, sync_env)
         if full["mode"] != "full":
             raise BenchError(f"the first ledger sync of the day was {full['mode']}, not full")
         changed = _add_rows(base_url, full["sample_patients"], changes, as_of)
@@ -307,6 +330,6 @@ def _measure_ledger(
     aging = _run_worker("ledger_aging", {"rows": ledger_rows}, env)
     return {
         "as_of": as_of.isoformat(), "warmup_seconds": warmup, "baseline": baseline,
-        "full": full, "changes": changed, "incremental": incremental,
+        "full": full, "empty": empty, "changes": changed, "incremental": incremental,
         "aging": aging, "aging_rows_requested": ledger_rows,
     }

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import (
+    AGING_BARE_COLUMNS,
     AGING_ENDPOINT,
+    BARE_BATCH_PAGES,
     CUSTOMER_KEY_ENV,
     DEVELOPER_KEY_ENV,
     LEDGER_BENCH_MODULE,
@@ -55,6 +57,13 @@ def _worker_setup(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _worker_baseline(params: dict[str, Any]) -> dict[str, Any]:
+    """The strong bare loop: the same pages from the same server (requests.Session,
+    json.loads for the page's length), loaded into a DuckDB file in batches of
+    `BARE_BATCH_PAGES` pages: each page's body written as it came, one `read_json` (typed
+    columns, money DECIMAL(14,2)) per batch. No validation, no rejects, no publish."""
+    import tempfile
+
+    import duckdb
     import requests
 
     authorization = (
@@ -62,35 +71,59 @@ def _worker_baseline(params: dict[str, Any]) -> dict[str, Any]:
     )
     # [endpoint, query] pairs: the aging report by default, the ledger endpoints in ledger mode
     endpoints = params.get("endpoints") or [[AGING_ENDPOINT, {"DateAsOf": params["as_of"]}]]
-    # An endpoint queried with {"PatNum": "*"} is read once per patient seen so far (the
-    # real API's /adjustments needs a PatNum: no bulk read exists).
     rows = requests_made = received = 0
-    patients: list[int] = []
+    folder = Path(tempfile.mkdtemp(prefix="bench-bare-"))
     started = time.perf_counter()
+    con = duckdb.connect(str(folder / "bare.duckdb"))
+    batch: list[Path] = []
+
+    def load(table: str, columns: dict[str, str]) -> None:
+        if not batch:
+            return
+        typed = "{" + ", ".join(f"'{name}': '{kind}'" for name, kind in columns.items()) + "}"
+        files = "[" + ", ".join(f"'{path}'" for path in batch) + "]"
+        # Our own table names, columns and temporary file names.
+        source = f"read_json({files}, format = 'array', columns = {typed})"
+        con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM {source} LIMIT 0")  # noqa: S608
+        con.execute(f"INSERT INTO {table} SELECT * FROM {source}")  # noqa: S608
+        for path in batch:
+            path.unlink()
+        batch.clear()
+
+    def keep(body: bytes) -> int:
+        nonlocal rows, received
+        received += len(body)
+        count = len(json.loads(body))
+        rows += count
+        if count:
+            path = folder / f"page-{requests_made}.json"
+            path.write_bytes(body)
+            batch.append(path)
+        return count
+
     with requests.Session() as session:
         session.headers["Authorization"] = authorization
 
-        def read(endpoint: str, query: dict[str, Any]) -> None:
-            nonlocal rows, requests_made, received
+        def read(endpoint: str, query: dict[str, Any], table: str,
+                 columns: dict[str, str]) -> None:
+            nonlocal requests_made
             url = f"{params['base_url']}/{endpoint}"
             offset = 0
             while True:
                 response = session.get(url, params={**query, "Offset": offset}, timeout=120)
                 requests_made += 1
                 response.raise_for_status()
-                body = response.content
-                received += len(body)
-                page = json.loads(body)
-                rows += len(page)
-                if endpoint.lower().startswith("patients"):
-                    patients.extend(row["PatNum"] for row in page)
-                if len(page) < PAGE_ROWS:
+                count = keep(response.content)
+                if len(batch) >= BARE_BATCH_PAGES:
+                    load(table, columns)
+                if count < PAGE_ROWS:
                     break
-                offset += len(page)
+                offset += count
+            load(table, columns)
 
-        def short_query(sql: str) -> None:
+        def short_query(sql: str, table: str, columns: dict[str, str]) -> None:
             # Ledger mode's ShortQuery path: the same SQL text the connector sends.
-            nonlocal rows, requests_made, received
+            nonlocal requests_made
             url = f"{params['base_url']}/queries/ShortQuery"
             offset = 0
             while True:
@@ -99,24 +132,30 @@ def _worker_baseline(params: dict[str, Any]) -> dict[str, Any]:
                                        headers={"Content-Type": "application/json"})
                 requests_made += 1
                 response.raise_for_status()
-                body = response.content
-                received += len(body)
-                page = json.loads(body)
-                rows += len(page)
-                if len(page) < PAGE_ROWS:
+                count = keep(response.content)
+                if len(batch) >= BARE_BATCH_PAGES:
+                    load(table, columns)
+                if count < PAGE_ROWS:
                     break
-                offset += len(page)
+                offset += count
+            load(table, columns)
 
-        for sql in params.get("short_queries", []):
-            short_query(sql)
-        for endpoint, query in endpoints if not params.get("short_queries") else []:
-            if query.get("PatNum") == "*":
-                for pat_num in sorted(set(patients)):
-                    read(endpoint, {**query, "PatNum": str(pat_num)})
-            else:
-                read(endpoint, query)
+        for number, (sql, columns) in enumerate(params.get("short_queries", [])):
+            short_query(sql, f"t{number}", columns)
+        if not params.get("short_queries"):
+            for number, (endpoint, query) in enumerate(endpoints):
+                read(endpoint, query, f"t{number}", AGING_BARE_COLUMNS)
+    loaded = sum(con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]  # noqa: S608
+                 for (table,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall())
+    con.close()
+    wall = time.perf_counter() - started
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+    if loaded != rows:
+        raise RuntimeError(f"the bare loop loaded {loaded} of {rows} rows")
     return {
-        "wall_seconds": time.perf_counter() - started,
+        "wall_seconds": wall,
         "rows": rows,
         "requests": requests_made,
         "bytes": received,
@@ -138,7 +177,8 @@ def _worker_sync(params: dict[str, Any]) -> dict[str, Any]:
 
     import_seconds = time.perf_counter() - imports_started
     rss_after_imports = _peak_rss_mb()
-    practice = load_practices(Path(params["practices_file"])).practice(PRACTICE_ID)
+    practice_id = params.get("practice_id", PRACTICE_ID)
+    practice = load_practices(Path(params["practices_file"])).practice(practice_id)
     started = time.perf_counter()
     settings = Settings.from_env()
     home = settings.layout()
@@ -148,7 +188,7 @@ def _worker_sync(params: dict[str, Any]) -> dict[str, Any]:
     wall = time.perf_counter() - started
     phases = {"extract": extract_done - started, "publish": wall - (extract_done - started)}
     peak_rss = _peak_rss_mb()  # before anything the benchmark itself reads below
-    snapshot = home.snapshots_dir / PRACTICE_ID / outcome.snapshot_id
+    snapshot = home.snapshots_dir / practice_id / outcome.snapshot_id
     sample = params.get("ledger_sample")
     ledger = _ledger_facts(home.pipeline_dir, sample) if sample else {}
     return {

@@ -28,6 +28,7 @@ from balances_pipeline.pipeline.outcomes import ExtractOutcome, ExtractResult
 from balances_pipeline.pipeline.read_plan import FULL_READ, ReadPlan, plan_extract
 from balances_pipeline.pipeline.streaming import (
     ProgressCallback,
+    append_pages,
     check_rejected_fraction,
     stream_reading_again_once,
 )
@@ -249,9 +250,8 @@ def extract_ledger(
     pages = streamed.pages
     if plan.full:
         try:
-            for page in client.aging_report_pages(as_of):
-                staging.append(page.rows)
-                pages += 1
+            appended = append_pages(staging, client.aging_report_pages(as_of), rejects=False)
+            pages += sum(page.pages for page in appended)
         except SourceError as error:
             log.info("practice %s: no aging report to reconcile with (%s)", practice_id,
                      type(error).__name__)

@@ -11,10 +11,11 @@ order and types) with its relation's columns when this module is imported.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import date, datetime
 from decimal import Decimal
-from typing import ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from balances_pipeline import schema
 
@@ -96,6 +97,48 @@ class Page(Generic[RowT]):
     @property
     def row_count(self) -> int:
         return len(self.rows) + len(self.rejected)
+
+
+@dataclass(frozen=True)
+class JsonPageSql:
+    """How DuckDB reads one endpoint's pages set-based (`from_json` with `structure`):
+    `values` (column, SQL) give the relation's typed columns (and helpers), `plain` is
+    true of a row the row-by-row reader accepts with the same values, and `key` is the
+    column that must not repeat on a page."""
+
+    relation: str
+    key: str
+    structure: str
+    values: tuple[tuple[str, str], ...]
+    plain: str
+
+
+@dataclass(slots=True)
+class JsonPage:
+    """A page kept as the JSON body the source sent, for set-based validation in the
+    staging database. When it is not plainly valid in every row, `exactly()` (the
+    row-by-row reader) gives its rows and rejects; `rows` and `rejected` read it so."""
+
+    endpoint: str
+    offset: int
+    row_count: int
+    body: bytes
+    sql: JsonPageSql
+    exact: Callable[[], Page[Any]]
+    _page: Page[Any] | None = None
+
+    def exactly(self) -> Page[Any]:
+        if self._page is None:
+            self._page = self.exact()
+        return self._page
+
+    @property
+    def rows(self) -> list[Any]:
+        return self.exactly().rows
+
+    @property
+    def rejected(self) -> list[RejectedRow]:
+        return self.exactly().rejected
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,14 +1,16 @@
 """Per-sync staging database: extraction streams validated pages here, holding no shared lock.
 
 One DuckDB file per sync under `staging/<practice>/`; only the sync's own process opens
-it. Pages arrive as lists of row dataclasses and are appended as Arrow batches, so memory
-stays bounded by one page whatever the practice's size.
+it. Pages arrive as lists of row dataclasses, appended as Arrow batches, or as JSON bodies
+validated set-based (`append_json_pages`, a batch of pages at a time), so memory stays
+bounded by a batch of pages whatever the practice's size.
 """
 
 from __future__ import annotations
 
-import dataclasses
+from operator import attrgetter
 from pathlib import Path
+from typing import Protocol
 
 import duckdb
 import pyarrow as pa
@@ -27,6 +29,16 @@ STAGED_KEYS: dict[str, str] = {
     for name, relation in schema.STAGING_TABLES.items()
     if relation.source_key
 }
+
+
+class JsonBodiesSql(Protocol):
+    """How to read pages' JSON bodies set-based (`sources/rows.py` JsonPageSql)."""
+
+    relation: str
+    key: str
+    structure: str
+    values: tuple[tuple[str, str], ...]
+    plain: str
 
 
 class StagingDatabase:
@@ -66,15 +78,42 @@ class StagingDatabase:
             return
         table = rows[0].RELATION
         page_schema = STAGING_TABLES[table]
-        columns: dict[str, list] = {name: [] for name in page_schema.names}
-        for row in rows:
-            # The row type's fields are the table's columns, in order (sources/rows.py).
-            for name, value in zip(columns, dataclasses.astuple(row), strict=True):
-                columns[name].append(value)
-        self.con.register("page_batch", pa.table(columns, schema=page_schema))
+        # The row type's fields are the table's columns, in order (sources/rows.py).
+        values = attrgetter(*page_schema.names)
+        columns = list(zip(*map(values, rows), strict=True)) if len(page_schema) > 1 else [
+            [values(row) for row in rows]
+        ]
+        self.con.register("page_batch", pa.table(
+            {name: list(column) for name, column in zip(page_schema.names, columns,
+                                                         strict=True)},
+            schema=page_schema,
+        ))
         self.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM page_batch")  # noqa: S608
         self.con.unregister("page_batch")
         self.counts[table] += len(rows)
+
+    def append_json_bodies(self, sql: JsonBodiesSql, bodies: list[bytes]) -> set[int]:
+        """Validate pages' JSON bodies set-based and append the pages whose every row is
+        plainly valid; return the indexes of the others (for the row-by-row reader)."""
+        if not bodies:
+            return set()
+        try:
+            self.con.execute(_json_batch_sql(sql), [[body.decode("utf-8") for body in bodies]])
+            doubtful = {row[0] for row in self.con.execute(
+                "SELECT page FROM json_batch GROUP BY page"
+                " HAVING NOT bool_and(plain AND key_count = 1)"
+            ).fetchall()}
+            columns = ", ".join(STAGING_TABLES[sql.relation].names)
+            inserted = self.con.execute(
+                f"INSERT INTO {sql.relation} BY NAME SELECT {columns} FROM json_batch"  # noqa: S608
+                " WHERE NOT list_contains(?, page)", [sorted(doubtful)],
+            ).fetchall()[0][0]
+        except (duckdb.Error, UnicodeDecodeError):  # every page the row-by-row way
+            return set(range(len(bodies)))
+        finally:
+            self.con.execute("DROP TABLE IF EXISTS json_batch")
+        self.counts[sql.relation] += inserted
+        return {number - 1 for number in doubtful}
 
     def first_duplicate_key(self) -> tuple[str, int] | None:
         """(table, key) of a source key staged twice, if any: rows that shifted between
@@ -105,6 +144,28 @@ class StagingDatabase:
             pass
         for path in (self.path, self.path.with_suffix(".duckdb.wal")):
             path.unlink(missing_ok=True)
+
+
+def _json_batch_sql(sql: JsonBodiesSql) -> str:
+    """`json_batch`: each row of the bodies (a VARCHAR[] parameter) with its page number
+    (from 1), typed values, whether it is plainly valid, and how often its key is on
+    its page. Our own SQL (page_sql.py): no value from a source is part of it."""
+    values = ", ".join(f"{value} AS {column}" for column, value in sql.values)
+    return f"""
+        CREATE OR REPLACE TEMP TABLE json_batch AS
+        WITH raw AS (
+            SELECT page, unnest(from_json(body, {_sql_text("[" + sql.structure + "]")}),
+                                recursive := true)
+            FROM unnest(?::VARCHAR[]) WITH ORDINALITY AS bodies(body, page)
+        ), typed AS (
+            SELECT page, {values}, coalesce({sql.plain}, false) AS plain FROM raw
+        )
+        SELECT *, count(*) OVER (PARTITION BY page, {sql.key}) AS key_count FROM typed
+    """  # noqa: S608
+
+
+def _sql_text(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def remove_staging_files(paths: list[str]) -> None:

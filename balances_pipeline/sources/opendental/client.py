@@ -9,7 +9,7 @@ message, a log record or a repr.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date, datetime
 from types import TracebackType
 from typing import Any
@@ -37,6 +37,7 @@ from balances_pipeline.sources.http import (
     source_session,
 )
 from balances_pipeline.sources.opendental.ledger import LedgerReads
+from balances_pipeline.sources.opendental.page_sql import REST_PAGE_SQL, scan_json_list
 from balances_pipeline.sources.opendental.rows import (
     AGING_ENDPOINT,
     PATIENTS_ENDPOINT,
@@ -59,7 +60,13 @@ from balances_pipeline.sources.opendental.transport import (
 from balances_pipeline.sources.opendental.values import (
     decode_json_list,
 )
-from balances_pipeline.sources.rows import AgingReportRow, Page, PatientRow
+from balances_pipeline.sources.rows import (
+    AgingReportRow,
+    JsonPage,
+    JsonPageSql,
+    Page,
+    PatientRow,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -126,11 +133,13 @@ class OpenDentalClient(LedgerReads):
         params = {"DateAsOf": as_of.isoformat()}
         if self.source.clinic_num is not None:
             params["ClinicNum"] = str(self.source.clinic_num)
-        return self._pages(AGING_ENDPOINT, params, parse_aging_page)
+        return self._pages(AGING_ENDPOINT, params, parse_aging_page,
+                           set_based=REST_PAGE_SQL[AGING_ENDPOINT])
 
     def patient_pages(self) -> Iterator[Page[PatientRow]]:
         """Every patient, page by page."""
-        return self._pages(PATIENTS_ENDPOINT, {}, parse_patient_page)
+        return self._pages(PATIENTS_ENDPOINT, {}, parse_patient_page,
+                           set_based=REST_PAGE_SQL[PATIENTS_ENDPOINT])
 
     def check_connection(self) -> dict[str, Any]:
         """Read one page of `/patients`; counts only, no row content."""
@@ -155,40 +164,58 @@ class OpenDentalClient(LedgerReads):
 
     def _pages(
         self, endpoint: str, params: dict[str, str], parse: PageParser[RowT],
-        keys_across_pages: bool = True,
-    ) -> Iterator[Page[RowT]]:
+        keys_across_pages: bool = True, set_based: JsonPageSql | None = None,
+    ) -> Iterator[Page[RowT] | JsonPage]:
         """Page through an endpoint. With `keys_across_pages`, a key seen on an earlier page
         raises DuplicateRowsError here; without, only repeats within a page are caught and
-        the caller checks the rest (a million-key set would cost memory per row)."""
+        the caller checks the rest (a million-key set would cost memory per row). With
+        `set_based`, pages DuckDB reads exactly come as `JsonPage`s (staging checks keys
+        across them)."""
         last_page_below = min(self.source.page_size, REMOTE_MAX_PAGE_ROWS)
         shared: set[str] | None = set() if keys_across_pages else None
         offset = 0
         while True:
-            rows = self._get_rows(endpoint, self._query(params, offset), offset)
+            body = self._request_body("GET", endpoint, self._query(params, offset), offset)
             self.stats.pages += 1
-            page = parse(self.practice.id, rows, offset, shared)
-            logger.debug(
-                "practice %s: %s offset %d: %d rows, %d rejected",
-                self.practice.id,
-                endpoint,
-                offset,
-                len(page.rows),
-                len(page.rejected),
+            page, count = self._page(
+                endpoint, *body, offset, set_based,
+                lambda rows, at=offset: parse(self.practice.id, rows, at, shared),
             )
-            if rows:
+            logger.debug("practice %s: %s offset %d: %d rows", self.practice.id, endpoint,
+                         offset, count)
+            if count:
                 yield page
-            if len(rows) < last_page_below:
+            if count < last_page_below:
                 break
-            offset += len(rows)
+            offset += count
         logger.info(
             "practice %s: %s read: %d rows in %d pages (%d requests, %d retries so far)",
             self.practice.id,
             endpoint,
-            offset + len(rows),
+            offset + count,
             self.stats.pages,
             self.stats.requests,
             self.stats.retries,
         )
+
+    def _page(
+        self, endpoint: str, body: bytes, framed: bool, offset: int,
+        set_based: JsonPageSql | None, parse: Callable[[list[Any]], Page[Any]],
+        requested: str | None = None,
+    ) -> tuple[Page[Any] | JsonPage, int]:
+        """(page, rows the server sent): a `JsonPage` of `endpoint` when DuckDB reads the
+        body exactly (`page_sql.scan_json_list`), else the page read row by row; either
+        way `parse` is the row-by-row reading. `requested`: the endpoint asked, if not
+        `endpoint`."""
+
+        def exact() -> Page[Any]:
+            return parse(self._decode_rows(body, framed, requested or endpoint, offset))
+
+        count = scan_json_list(body) if set_based is not None else None
+        if count is None or set_based is None:
+            rows = self._decode_rows(body, framed, requested or endpoint, offset)
+            return parse(rows), len(rows)
+        return JsonPage(endpoint, offset, count, body, set_based, exact), count
 
     # -- one page ----------------------------------------------------------------------
 
@@ -203,6 +230,16 @@ class OpenDentalClient(LedgerReads):
         body: str | None = None,
     ) -> list[Any]:
         """One page's rows. The session retries the request; raises `SourceError`s."""
+        return self._decode_rows(*self._request_body(method, endpoint, query, offset, body),
+                                 endpoint, offset)
+
+    def _request_body(
+        self, method: str, endpoint: str, query: dict[str, Any], offset: int,
+        body: str | None = None,
+    ) -> tuple[bytes, bool]:
+        """One page's body as received, and whether it was framed (a length the server
+        stated, so not cut short). The session retries the request; raises
+        `SourceError`s."""
         retries_before = self.stats.retries
         try:
             response = self._session.request(
@@ -232,12 +269,15 @@ class OpenDentalClient(LedgerReads):
                 raise self._too_large(exc, endpoint, offset) from None
             except requests.RequestException as exc:
                 raise self._request_error(exc, endpoint, offset, retries_before) from None
+        return body, _framed(response)
+
+    def _decode_rows(self, body: bytes, framed: bool, endpoint: str, offset: int
+                     ) -> list[Any]:
         rows = decode_json_list(body)
-        del body
         if rows is not None:
             return rows
         where = self._where(endpoint, offset)
-        if not _framed(response):
+        if not framed:
             raise TransientSourceError(
                 f"{where}: response body is not a JSON list and has no length to check "
                 "(it may have been cut short)"

@@ -17,6 +17,7 @@ from balances_pipeline.sources.errors import (
     MalformedResponseError,
     PermissionMissingError,
 )
+from balances_pipeline.sources.opendental.page_sql import REST_PAGE_SQL, SHORT_QUERY_PAGE_SQL
 from balances_pipeline.sources.opendental.rows import (
     ADJUSTMENTS_ENDPOINT,
     CLAIMPROCS_ENDPOINT,
@@ -45,7 +46,7 @@ from balances_pipeline.sources.opendental.values import (
     parse_integer,
     parse_timestamp,
 )
-from balances_pipeline.sources.rows import Page
+from balances_pipeline.sources.rows import JsonPage, Page
 
 logger = logging.getLogger(__name__)
 
@@ -102,24 +103,36 @@ class LedgerReads:
     # -- ledger through ShortQuery ---------------------------------------------------------
 
     def _short_query_rows(self, sql: str, offset: int) -> list[Any]:
-        body = json.dumps({"SqlCommand": sql})
-        return self._request_rows("PUT", SHORT_QUERY_ENDPOINT, {"Offset": offset}, offset,
-                                  body=body)
+        return self._decode_rows(*self._short_query_body(sql, offset), SHORT_QUERY_ENDPOINT,
+                                 offset)
 
-    def _short_query_pages(self, endpoint: str, since: datetime | None) -> Iterator[Page[Any]]:
+    def _short_query_body(self, sql: str, offset: int) -> tuple[bytes, bool]:
+        """Every SQL text sent goes through here: (body, framed) of one page."""
+        return self._request_body("PUT", SHORT_QUERY_ENDPOINT, {"Offset": offset}, offset,
+                                  body=json.dumps({"SqlCommand": sql}))
+
+    def _short_query_pages(
+        self, endpoint: str, since: datetime | None
+    ) -> Iterator[Page[Any] | JsonPage]:
+        """One ledger table's pages: `JsonPage`s validated set-based where DuckDB reads
+        them exactly (`page_sql.py`), else read row by row after `to_rest_row`."""
         sql = ledger_sql(endpoint, since, self.source.clinic_num)
         parse = ledger_page_parser(endpoint)
         offset = 0
         while True:
-            rows = self._short_query_rows(sql, offset)
+            body = self._short_query_body(sql, offset)
             self.stats.pages += 1
-            page = parse(self.practice.id, [to_rest_row(endpoint, row) for row in rows],
-                         offset, None)
-            if rows:
+            page, count = self._page(
+                endpoint, *body, offset, SHORT_QUERY_PAGE_SQL[endpoint],
+                lambda rows, at=offset: parse(
+                    self.practice.id, [to_rest_row(endpoint, row) for row in rows], at, None),
+                requested=SHORT_QUERY_ENDPOINT,
+            )
+            if count:
                 yield page
-            if len(rows) < SHORT_QUERY_PAGE_ROWS:
+            if count < SHORT_QUERY_PAGE_ROWS:
                 break
-            offset += len(rows)
+            offset += count
 
     # -- ledger through the REST fallback --------------------------------------------------
 
@@ -148,7 +161,10 @@ class LedgerReads:
                     rows = [row for row in rows if _pat_num(row) in scope]
                 return parse(practice_id, rows, offset, seen)
 
-            return self._pages(endpoint, params, filtered, keys_across_pages=False)
+            if self.source.clinic_num is not None:  # rows kept by scope: row by row
+                return self._pages(endpoint, params, filtered, keys_across_pages=False)
+            return self._pages(endpoint, params, parse, keys_across_pages=False,
+                               set_based=REST_PAGE_SQL[endpoint])
 
         def procedures() -> Iterator[Page[Any]]:
             since = changed_since.get(PROCEDURES_ENDPOINT)
@@ -160,6 +176,7 @@ class LedgerReads:
                 yield from self._pages(
                     ADJUSTMENTS_ENDPOINT, {"PatNum": str(pat_num)},
                     ledger_page_parser(ADJUSTMENTS_ENDPOINT), keys_across_pages=False,
+                    set_based=REST_PAGE_SQL[ADJUSTMENTS_ENDPOINT],
                 )
 
         return [patients(), procedures(), in_scope(CLAIMPROCS_ENDPOINT, {}),
