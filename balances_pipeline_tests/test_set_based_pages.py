@@ -237,3 +237,8 @@ def test_space_characters_are_exactly_those_python_strips() -> None:
 ])
 def test_bodies_duckdb_would_read_differently_go_row_by_row(body: bytes) -> None:
     assert scan_json_list(body) is None
+
+
+def test_escaped_letters_in_names_are_no_exponent() -> None:
+    # json.dumps (and many servers) escape non-ASCII: "No\u00e9" holds "00e9", not 0e9.
+    assert scan_json_list(b'[{"patName": "No\\u00e9l", "Bal_0_30": 12.5}]') == 1

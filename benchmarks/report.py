@@ -135,7 +135,7 @@ def _lines(measured: dict[str, Any], summary: dict[str, Any]) -> list[str]:
         other = sync_wall - sum(phases.values())
         parts = ", ".join(f"{name} {_s(seconds)}" for name, seconds in phases.items())
         extract = summary["extract_ratio_to_baseline"]
-        vs_baseline = f"; extract → ratio {extract:.2f} to baseline paging" if extract else ""
+        vs_baseline = f"; extract → ratio {extract:.2f} to the bare loop" if extract else ""
         lines.append(f"sync phases: {parts}, other {_s(other)}{vs_baseline}")
     if summary["publish_share_of_sync"] is not None:
         snapshot = sync["snapshot_bytes"]
@@ -232,7 +232,7 @@ def _ledger_lines(accounts: int, ledger: dict[str, Any]) -> list[str]:
         f"{WORK_RATIO_TARGET})",
         f"ledger full sync memory ({size}): peak RSS {full_rss:.0f} MB (target < "
         f"{RSS_TARGET_MB} MB at {RSS_TARGET_SIZE}) → ratio {full_rss / RSS_TARGET_MB:.2f} of "
-        f"the target; after imports {full['rss_after_imports_mb']:.0f} MB; baseline paging "
+        f"the target; after imports {full['rss_after_imports_mb']:.0f} MB; bare loop "
         f"peak RSS {base_rss:.0f} MB → ratio {full_rss / base_rss:.2f}",
         f"ledger changes ({size}): {count} rows added through POST /_sim/rows "
         f"({changes['tables']['paysplits']} paysplits, {changes['tables']['adjustments']} "

@@ -54,12 +54,16 @@ from balances_pipeline.sources.rows import (
 _DIGITS_AS_ZEROS = bytes.maketrans(b"123456789.", b"0000000000")
 _LONG_NUMBER = b"0" * 16
 _ODD_ESCAPE = re.compile(rb"\\u[dD][89abAB]|\\u0000")
+_UNICODE_ESCAPE = re.compile(rb"\\u[0-9a-fA-F]{4}")  # inside strings only: never a number
 
 
 def _doubtful(body: bytes) -> bool:
+    if b"\\u" in body:
+        if _ODD_ESCAPE.search(body):
+            return True
+        body = _UNICODE_ESCAPE.sub(b"", body)  # "No\u00e9" is no exponent
     digits = body.translate(_DIGITS_AS_ZEROS)
-    return (_LONG_NUMBER in digits or b"0e" in digits or b"0E" in digits
-            or (b"\\u" in body and _ODD_ESCAPE.search(body) is not None))
+    return _LONG_NUMBER in digits or b"0e" in digits or b"0E" in digits
 
 
 class _NotPlain(Exception):
