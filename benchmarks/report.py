@@ -122,7 +122,9 @@ def _lines(measured: dict[str, Any], summary: dict[str, Any]) -> list[str]:
         f"→ ratio {summary['sync_ratio_to_baseline']:.2f}",
         f"sync work {accounts:,} accounts (aging_report): {_s(summary['sync_work_seconds'])} "
         f"(the sync {_s(sync_wall)} minus an empty practice's "
-        f"{_s(summary['empty_sync_wall_seconds'])}); baseline bare loop {_s(base_wall)} → "
+        f"{_s(summary['empty_sync_wall_seconds'])}"
+        f"{_spread(measured['empty_syncs'], 'wall_seconds')}); baseline bare loop "
+        f"{_s(base_wall)} → "
         f"ratio {summary['sync_work_ratio_to_baseline']:.2f} (target ≤ {WORK_RATIO_TARGET})",
         f"sync memory: peak RSS {summary['sync_peak_rss_mb']:.0f} MB (target < "
         f"{RSS_TARGET_MB} MB), after imports {sync['rss_after_imports_mb']:.0f} MB "
