@@ -6,8 +6,8 @@ runs `dagster dagster-arguments...` (`asset materialize ...`: the run executes i
 process, the code location's executor being in-process) and, the first time the sync
 reaches POINT, prints "paused at POINT" and sleeps. The points, in a sync's order:
 
-- `extract`: extracting, the first page being written to the staging file (the practice's
-  extract lock held, its `sync_runs` row `extracting`);
+- `extract`: extracting, the first page (or batch of pages) being written to the staging
+  file (the practice's extract lock held, its `sync_runs` row `extracting`);
 - `between`: the extract step done (the extract waiting in staging), the balances step
   started, before it takes the practice's publish lock;
 - `publish`: the publish lock held, the new snapshot directory created, before its files;
@@ -33,6 +33,7 @@ def reach(point: str) -> None:
 
 
 original_append = StagingDatabase.append
+original_append_json_bodies = StagingDatabase.append_json_bodies
 original_publish_practice = assets.publish_practice
 original_create = SnapshotStore.create
 original_point_to = SnapshotStore.point_to
@@ -42,6 +43,12 @@ def append(self, rows):
     if rows:
         reach("extract")
     return original_append(self, rows)
+
+
+def append_json_bodies(self, sql, bodies):
+    if bodies:
+        reach("extract")
+    return original_append_json_bodies(self, sql, bodies)
 
 
 def publish_practice(*args, **kwargs):
@@ -61,6 +68,7 @@ def point_to(self, practice_id, snapshot_dir):
 
 
 StagingDatabase.append = append
+StagingDatabase.append_json_bodies = append_json_bodies
 assets.publish_practice = publish_practice
 SnapshotStore.create = create
 SnapshotStore.point_to = point_to

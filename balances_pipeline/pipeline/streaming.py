@@ -128,8 +128,8 @@ def _stream(
     duplicate = staging.first_duplicate_key()
     if duplicate:
         raise DuplicateRowsError(
-            f"practice {practice_id}: key {duplicate[1]} staged twice in {duplicate[0]};"
-            " rows shifted between pages"
+            f"practice {practice_id}: key {duplicate[1]} returned twice by the source"
+            f" (staged twice in {duplicate[0]}); rows shifted between pages"
         )
     return streamed
 
