@@ -15,8 +15,11 @@ from dagster import ConfigurableResource, EnvVar
 from balances_pipeline.alerts import Alert, post_alert
 from balances_pipeline.config import Practice, PracticesFile, load_practices
 from balances_pipeline.settings import (
+    CATALOG_ENV,
+    DATA_PATH_ENV,
     DEFAULT_MEMORY_LIMIT,
     WEBHOOK_ENV,
+    LakeSettings,
     Settings,
     parse_as_of,
 )
@@ -36,11 +39,21 @@ class BalancesWarehouse(ConfigurableResource):
     shared_group: str | None = None
     duckdb_memory_limit: str = DEFAULT_MEMORY_LIMIT
     as_of: str | None = None  # yyyy-mm-dd: fixes every sync's as-of date (BALANCES_AS_OF)
+    # The DuckLake layout (BALANCES_WAREHOUSE_CATALOG, BALANCES_WAREHOUSE_DATA_PATH): no
+    # password here, libpq reads it from its own environment.
+    warehouse_catalog: str | None = None
+    warehouse_data_path: str | None = None
 
     def layout(self) -> Layout:
+        lake = None
+        if self.warehouse_catalog or self.warehouse_data_path:
+            lake = LakeSettings.from_environ({
+                CATALOG_ENV: self.warehouse_catalog or "",
+                DATA_PATH_ENV: self.warehouse_data_path or "",
+            })
         return Layout(
             Path(self.home).expanduser().resolve(), shared_group=self.shared_group,
-            duckdb_memory_limit=self.duckdb_memory_limit,
+            duckdb_memory_limit=self.duckdb_memory_limit, lake=lake,
         ).ensure()
 
     def practices(self) -> PracticesFile:
@@ -80,6 +93,8 @@ def resources_from(settings: Settings) -> dict[str, ConfigurableResource]:
             shared_group=settings.shared_group,
             duckdb_memory_limit=settings.duckdb_memory_limit,
             as_of=settings.as_of.isoformat() if settings.as_of else None,
+            warehouse_catalog=settings.lake.catalog if settings.lake else None,
+            warehouse_data_path=settings.lake.data_path if settings.lake else None,
         ),
         "sources": SourceClients(),
         # An EnvVar, so the URL is resolved at run time and never shown in the UI.

@@ -23,12 +23,12 @@ from balances_pipeline.staff.overrides import (
 from balances_pipeline.storage import override_store
 from balances_pipeline.storage.layout import Layout
 from balances_pipeline.storage.publish import practice_lock
+from balances_pipeline.storage.sequences import next_sequence
 from balances_pipeline.storage.working_db import WorkingDatabase
 
-# The sequence's name is declared in schema.py; every value is a parameter.
 INSERT_BLOCK = (
     "INSERT INTO account_blocks (practice_id, account_id, blocked, reason, actor, created_at,"
-    " sequence) VALUES (?, ?, ?, ?, ?, ?, nextval(?)) RETURNING sequence"
+    " sequence) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -63,11 +63,11 @@ def set_block(
             )
         at = override_store.now()
         with working_db.transaction() as con:
-            [sequence] = con.execute(
+            sequence = next_sequence(con, ACCOUNT_BLOCKS.sequence)
+            con.execute(
                 INSERT_BLOCK,
-                [practice_id, account, blocked, reason_text, actor_text, at,
-                 ACCOUNT_BLOCKS.sequence],
-            ).fetchone()
+                [practice_id, account, blocked, reason_text, actor_text, at, sequence],
+            )
             override_store.mark_pending(con, [practice_id], at)
         # A block changes no balance: re-evaluating the targets republishes it.
         warning = republish_practice(practice, practices, layout, recompute=False)

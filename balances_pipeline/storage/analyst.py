@@ -117,7 +117,10 @@ def _identity(path: Path) -> tuple[int, int, int] | None:
 
 
 def ensure_analyst_warehouse(layout: Layout, *, force: bool = False) -> bool:
-    """Build `warehouse.duckdb` if it is missing or outdated. Returns True if it was (re)built."""
+    """Build `warehouse.duckdb` if it is missing or outdated. Returns True if it was (re)built.
+    (The DuckLake layout has no such file: analysts attach the lake.)"""
+    if layout.lake is not None:
+        return False
     store = SnapshotStore(layout)
     store.ensure_schema_placeholder()
     key = (str(layout.warehouse_path), _fingerprint(layout))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from balances_pipeline.storage import duck
+from balances_pipeline.storage import duck, lake_published
 from balances_pipeline.storage.layout import Layout
 from balances_pipeline.storage.published_names import (
     parse_day,
@@ -53,6 +53,15 @@ def write_history(
     layout: Layout, practice_id: str, snapshot_dir: Path, as_of: date, history_days: int
 ) -> None:
     """Record the published snapshot's `outstanding_balances` as the practice's day `as_of`."""
+    if layout.lake is not None:
+        from balances_pipeline.storage.working_db import WorkingDatabase  # it imports us
+
+        oldest = as_of - timedelta(days=history_days)
+        WorkingDatabase(layout).transaction_retrying(
+            lambda con: lake_published.write_history_day(con, practice_id, snapshot_dir,
+                                                         as_of, oldest)
+        )
+        return
     folder = layout.history_dir / practice_id
     folder.mkdir(parents=True, exist_ok=True)
     layout.secure_published(folder)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from balances_pipeline.settings import SettingsError
+from balances_pipeline.settings import LakeSettings, SettingsError
 from balances_pipeline.storage.duck import DuckSettings
 
 PRIVATE_DIR_MODE = 0o700
@@ -41,6 +41,9 @@ class Layout:
     home: Path
     shared_group: str | None = None
     duckdb_memory_limit: str = "64MB"
+    # Set: the warehouse and the shared state are in this DuckLake (storage/lake.py), and
+    # the home keeps only what is local to this worker.
+    lake: LakeSettings | None = None
 
     def __post_init__(self) -> None:
         # `[` and `*` are fine (the analyst views escape them for DuckDB's glob syntax); a

@@ -83,15 +83,16 @@ def record_refresh(
 ) -> None:
     """Commit the cursors (and a full refresh's date) with the publish."""
     for endpoint, cursor in cursors.items():
+        con.execute("DELETE FROM ledger_cursors WHERE practice_id = ? AND endpoint = ?",
+                    [practice_id, endpoint])
         con.execute(
-            "INSERT OR REPLACE INTO ledger_cursors (practice_id, endpoint, cursor_at)"
-            " VALUES (?, ?, ?)",
+            "INSERT INTO ledger_cursors (practice_id, endpoint, cursor_at) VALUES (?, ?, ?)",
             [practice_id, endpoint, cursor],
         )
     if full:
+        con.execute("DELETE FROM ledger_refreshes WHERE practice_id = ?", [practice_id])
         con.execute(
-            "INSERT OR REPLACE INTO ledger_refreshes (practice_id, last_full_as_of)"
-            " VALUES (?, ?)",
+            "INSERT INTO ledger_refreshes (practice_id, last_full_as_of) VALUES (?, ?)",
             [practice_id, as_of],
         )
 

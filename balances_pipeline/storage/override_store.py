@@ -15,6 +15,7 @@ import duckdb
 import pyarrow as pa
 
 from balances_pipeline.schema import OVERRIDE_EVENTS
+from balances_pipeline.storage.sequences import next_sequence
 from balances_pipeline.storage.sql_files import load_sql
 
 SYNC_ACTOR = "sync"
@@ -65,8 +66,8 @@ def append_events(con: duckdb.DuckDBPyConnection, events: list[OverrideEvent]) -
     for event in events:
         con.execute(
             f"INSERT INTO override_events ({', '.join(EVENT_COLUMNS)}, sequence)"  # noqa: S608
-            f" VALUES ({placeholders}, nextval('{OVERRIDE_EVENTS.sequence}'))",
-            list(astuple(event)),
+            f" VALUES ({placeholders}, ?)",
+            [*astuple(event), next_sequence(con, OVERRIDE_EVENTS.sequence)],
         )
 
 
@@ -112,8 +113,9 @@ def mark_pending(
     must be republished. Their republish (`pipeline/recompute.republish_practice`) deletes
     the row; a row left by a killed command is completed by the practice's next publish."""
     for practice_id in practice_ids:
+        con.execute("DELETE FROM pending_republishes WHERE practice_id = ?", [practice_id])
         con.execute(
-            "INSERT OR REPLACE INTO pending_republishes (practice_id, marked_at) VALUES (?, ?)",
+            "INSERT INTO pending_republishes (practice_id, marked_at) VALUES (?, ?)",
             [practice_id, at],
         )
 

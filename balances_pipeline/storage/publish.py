@@ -22,7 +22,7 @@ from balances_pipeline.schema import (
     STG_REJECTED_ROWS,
     quoted,
 )
-from balances_pipeline.storage import ledger_store, override_store, sync_runs
+from balances_pipeline.storage import lake_published, ledger_store, override_store, sync_runs
 from balances_pipeline.storage.layout import Layout
 from balances_pipeline.storage.override_store import OverrideEvent
 from balances_pipeline.storage.snapshots import SnapshotStore, copy_to_parquet
@@ -189,25 +189,54 @@ def publish(
     the current snapshot; the state relations are exported inside the transaction, so they
     include the changes.
     """
+    if layout.lake is not None:
+        return _publish_to_lake(layout, working_db, practice_id, snapshot_dir, changes,
+                                sync_id)
     store = SnapshotStore(layout)
     store.carry_over(practice_id, snapshot_dir, CARRIED_FILES)
     with working_db.transaction() as con:
         _commit(con, practice_id, changes, snapshot_dir.name)
         conflicts = override_store.open_conflict_count(con, practice_id)
-        con.execute(
-            "INSERT OR REPLACE INTO published_snapshots"
-            " (practice_id, snapshot_id, sync_id, published_at)"
-            " VALUES (?, ?, ?, current_timestamp)",
-            [practice_id, snapshot_dir.name, sync_id],
-        )
+        record_published(con, practice_id, snapshot_dir.name, sync_id)
         export_state(con, practice_id, snapshot_dir)
     store.point_to(practice_id, snapshot_dir)
     store.prune(practice_id)
     return conflicts
 
 
+def record_published(con: duckdb.DuckDBPyConnection, practice_id: str, snapshot_id: str,
+                     sync_id: str | None) -> None:
+    con.execute("DELETE FROM published_snapshots WHERE practice_id = ?", [practice_id])
+    con.execute(
+        "INSERT INTO published_snapshots (practice_id, snapshot_id, sync_id, published_at)"
+        " VALUES (?, ?, ?, current_timestamp)",
+        [practice_id, snapshot_id, sync_id],
+    )
+
+
+def _publish_to_lake(
+    layout: Layout, working_db: WorkingDatabase, practice_id: str, snapshot_dir: Path,
+    changes: StateChanges, sync_id: str | None,
+) -> int:
+    """The DuckLake layout's publish: the state changes and the practice's rows of every
+    relation `snapshot_dir` carries in one lake transaction, run again from its start
+    when it conflicts with another worker's commit (`lake.retry_conflicts`)."""
+
+    def commit(con: duckdb.DuckDBPyConnection) -> int:
+        _commit(con, practice_id, changes, snapshot_dir.name)
+        lake_published.replace_practice_rows(con, practice_id, snapshot_dir)
+        record_published(con, practice_id, snapshot_dir.name, sync_id)
+        return override_store.open_conflict_count(con, practice_id)
+
+    conflicts = working_db.transaction_retrying(commit)
+    SnapshotStore(layout).prune(practice_id)
+    return conflicts
+
+
 def reconcile(layout: Layout, working_db: WorkingDatabase, practice_id: str) -> bool:
     """Point the symlink at the snapshot the working database says is published."""
+    if layout.lake is not None:
+        return False  # a lake publish has no second step
     with working_db.connect() as con:
         rows = con.execute(
             "SELECT snapshot_id FROM published_snapshots WHERE practice_id = ?", [practice_id]

@@ -11,11 +11,15 @@ from typing import Any
 
 import duckdb
 
+from balances_pipeline.storage import lake
 from balances_pipeline.storage.layout import Layout
 
 
 def read_published(layout: Layout, sql: str, params: list | None = None) -> list[dict[str, Any]]:
-    """Rows of `sql` over the analyst warehouse, as dicts; none before the first sync."""
+    """Rows of `sql` over the analyst warehouse, as dicts; none before the first sync.
+    In the DuckLake layout: the lake's analyst schema."""
+    if layout.lake is not None:
+        return _read_lake(layout, sql, params)
     if not layout.warehouse_path.exists():
         return []
     con = duckdb.connect(str(layout.warehouse_path), read_only=True)
@@ -25,3 +29,14 @@ def read_published(layout: Layout, sql: str, params: list | None = None) -> list
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
     finally:
         con.close()
+
+
+def _read_lake(layout: Layout, sql: str, params: list | None) -> list[dict[str, Any]]:
+    from balances_pipeline.storage.working_db import WorkingDatabase
+
+    with WorkingDatabase(layout).connect():
+        pass  # the lake's tables exist from here on
+    with lake.CONNECTIONS.cursor(layout.duckdb, layout.lake, schema=lake.ANALYST_SCHEMA) as con:
+        cursor = con.execute(sql, params or [])
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]

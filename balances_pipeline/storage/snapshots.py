@@ -122,10 +122,20 @@ class SnapshotStore:
         return self.layout.published_dir / ".switch"
 
     def current_dir(self, practice_id: str) -> Path | None:
+        """The directory of the practice's published relations (None: never published).
+        In the DuckLake layout, a private copy of its rows in the lake."""
+        if self.layout.lake is not None:
+            from balances_pipeline.storage import lake_published  # it imports this module
+            from balances_pipeline.storage.working_db import WorkingDatabase
+
+            with WorkingDatabase(self.layout).connect() as con:
+                return lake_published.checkout(self.layout, con, practice_id)
         link = self.link_path(practice_id)
         return link.resolve() if link.is_symlink() and link.resolve().is_dir() else None
 
     def current_id(self, practice_id: str) -> str | None:
+        if self.layout.lake is not None:
+            return None  # no local directory is the published one
         current = self.current_dir(practice_id)
         return current.name if current else None
 
@@ -149,9 +159,12 @@ class SnapshotStore:
         return directory
 
     def carry_over(self, practice_id: str, new_dir: Path, names: list[str]) -> list[str]:
-        """Hard-link files of the current snapshot that `new_dir` does not have yet."""
+        """Hard-link files of the current snapshot that `new_dir` does not have yet. (In the
+        DuckLake layout a publish leaves the relations it lacks as they are instead.)"""
+        linked: list[str] = []
+        if self.layout.lake is not None:
+            return linked
         current = self.current_dir(practice_id)
-        linked = []
         if current is None:
             return linked
         for name in names:
@@ -277,7 +290,7 @@ class SnapshotStore:
         query can be running; with one, sweeps are rare: a client querying all day meets
         at most one every `ALIAS_MAX_DEFER_SECONDS`, whatever the publish rate."""
         now = time.time() if now is None else now
-        if not self.layout.locks_dir.is_dir():
+        if self.layout.lake is not None or not self.layout.locks_dir.is_dir():
             return False
         stamp = self.layout.pipeline_dir / "sweep.stamp"
         interval = (ALIAS_MAX_DEFER_SECONDS if warehouse_in_use(self.layout.warehouse_path)

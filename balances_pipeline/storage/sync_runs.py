@@ -63,14 +63,20 @@ def abandon_unfinished(
     Call only while holding the lock that every live sync in those phases holds (the
     extract lock for `extracting`/`extracted`, the publish lock for `publishing`).
     """
+    # SELECT, then UPDATE (the same transaction): DuckLake has no UPDATE ... RETURNING.
+    unfinished = "WHERE practice_id = ? AND status = 'running' AND list_contains(?, phase)"
     rows = con.execute(
-        "UPDATE sync_runs SET status = 'failed', finished_at = current_timestamp,"
-        " error = CASE WHEN phase = 'extracted' THEN ? ELSE ? END,"
-        " error_class = CASE WHEN phase = 'extracted' THEN 'Superseded' ELSE 'Abandoned' END"
-        " WHERE practice_id = ? AND status = 'running' AND list_contains(?, phase)"
-        " RETURNING staging_file",
-        [SUPERSEDED, ABANDONED, practice_id, list(phases)],
+        f"SELECT staging_file FROM sync_runs {unfinished}",  # noqa: S608
+        [practice_id, list(phases)],
     ).fetchall()
+    if rows:
+        con.execute(
+            "UPDATE sync_runs SET status = 'failed', finished_at = current_timestamp,"  # noqa: S608
+            " error = CASE WHEN phase = 'extracted' THEN ? ELSE ? END,"
+            " error_class = CASE WHEN phase = 'extracted' THEN 'Superseded' ELSE 'Abandoned'"
+            f" END {unfinished}",
+            [SUPERSEDED, ABANDONED, practice_id, list(phases)],
+        )
     return [row[0] for row in rows if row[0]]
 
 
@@ -253,9 +259,14 @@ def use_drop_acceptances(
     """Mark the practice's waiting acceptances used by `sync_id` (each is used once),
     returning them, oldest first."""
     rows = con.execute(
-        "UPDATE drop_acceptances SET used_by_sync_id = ?, used_at = ?, accounts = ?,"
-        " previous_accounts = ? WHERE practice_id = ? AND used_at IS NULL"
-        " RETURNING acceptance_id, practice_id, reason, actor, accepted_at",
-        [sync_id, used_at, accounts, previous_accounts, practice_id],
+        "SELECT acceptance_id, practice_id, reason, actor, accepted_at FROM drop_acceptances"
+        " WHERE practice_id = ? AND used_at IS NULL",
+        [practice_id],
     ).fetchall()
+    if rows:
+        con.execute(
+            "UPDATE drop_acceptances SET used_by_sync_id = ?, used_at = ?, accounts = ?,"
+            " previous_accounts = ? WHERE practice_id = ? AND used_at IS NULL",
+            [sync_id, used_at, accounts, previous_accounts, practice_id],
+        )
     return sorted((DropAcceptance(*row) for row in rows), key=lambda a: a.accepted_at)

@@ -13,6 +13,11 @@ transaction). A change to a working table therefore takes both: a new migration 
 existing databases, and the change in `schema.py` for new ones. `test_schema.py` checks
 that a database migrated from 0001 and one created from `schema.py` are the same. Column
 order can differ between the two: write working tables by column name.
+
+In the DuckLake layout (`Layout.lake`) the working tables are the lake's
+`warehouse.pipeline` schema (`storage/lake_schema.py`): no file lock (DuckLake's
+transactions serialize commits across machines), one attached DuckDB per process with a
+cursor per unit of work, and `transaction_retrying` to run a unit again after a conflict.
 """
 
 from __future__ import annotations
@@ -20,19 +25,22 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 from filelock import FileLock
 
 from balances_pipeline import schema
-from balances_pipeline.storage import duck
+from balances_pipeline.storage import duck, lake
+from balances_pipeline.storage.lake_schema import prepare_lake
 from balances_pipeline.storage.layout import Layout, secure_private
 
 LOCK_TIMEOUT_SECONDS = 600
+T = TypeVar("T")
 
 
 def _migrations() -> list[tuple[int, str, str]]:
@@ -239,6 +247,10 @@ class WorkingDatabase:
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """One short unit of work on the working database, under the cross-process lock."""
+        if self.layout.lake is not None:
+            with self._lake_cursor() as con:
+                yield con
+            return
         shared = _shared_connection(self.layout)
         if shared is not None:
             with shared.mutex:
@@ -258,6 +270,26 @@ class WorkingDatabase:
                 yield con
             finally:
                 con.close()
+
+    @contextmanager
+    def _lake_cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        settings, settings_lake = self.layout.duckdb, self.layout.lake
+        if not self._migrated:
+            with lake.CONNECTIONS.cursor(settings, settings_lake, schema="main") as con:
+                prepare_lake(con, [(version, name) for version, name, _ in _migrations()])
+            self._migrated = True
+        with lake.CONNECTIONS.cursor(settings, settings_lake,
+                                     schema=lake.WORKING_SCHEMA) as con:
+            yield con
+
+    def transaction_retrying(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """`work` in one transaction; in the DuckLake layout run again (bounded) when its
+        commit conflicts with another worker's. `work` must only write through `con`."""
+        def attempt() -> T:
+            with self.transaction() as con:
+                return work(con)
+
+        return lake.retry_conflicts(attempt) if self.layout.lake is not None else attempt()
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
