@@ -3,8 +3,9 @@
 A real Postgres server (`postgres_server`), a Dagster role that must give its password, and
 two DAGSTER_HOMEs holding the same `dagster.yaml`: two machines. A practice synced with
 `dagster asset materialize` from the first is seen from the second, through the instance
-alone: its run, its materializations, its partition. The password is only in the
-environment: not in the run's output, nor in what the instance recorded of the run.
+alone: its run, its materializations, its partition. Runs of one practice queued from one
+machine are launched by the daemon of the other, one at a time. The password is only in the
+environment: not in the runs' output, nor in what the instance recorded of the run.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -162,3 +165,59 @@ def test_the_shared_instance_keeps_the_one_machine_settings() -> None:
     assert set(connection) == {"hostname", "port", "db_name", "username", "password"}
     assert all(value == {"env": f"DAGSTER_PG_{name}"} for name, value in zip(
         ("HOST", "PORT", "DB", "USERNAME", "PASSWORD"), connection.values(), strict=True))
+
+
+@pytest.mark.operations
+def test_queued_runs_launched_on_another_machine_one_per_practice(
+    simulated, dagster_database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two runs of one practice queued from one machine; the daemon of another takes them
+    off the queue and launches them (the default run launcher), one after the other."""
+    from dagster import DagsterInstance, DagsterRunStatus
+
+    first, second = machine(tmp_path, "machine_a"), machine(tmp_path, "machine_b")
+    workspace = str(REPOSITORY / "workspace.yaml")
+    queued = []
+    for _ in range(2):
+        done = on(first, dagster_database, [
+            DAGSTER, "job", "launch", "-w", workspace, "-j", "practice_sync_job",
+            "--tags", json.dumps({"dagster/partition": PRACTICE}),
+        ])
+        assert done.returncode == 0, done.stderr[-4000:]
+        queued.append(done)
+    for name, value in dagster_database.items():
+        monkeypatch.setenv(name, value)
+    instance = DagsterInstance.from_config(str(first))
+    runs = instance.get_runs()
+    assert [run.status for run in runs] == [DagsterRunStatus.QUEUED] * 2
+
+    log = open(tmp_path / "daemon.log", "wb")  # closed below
+    daemon = subprocess.Popen(
+        [str(Path(DAGSTER).with_name("dagster-daemon")), "run", "-w", workspace],
+        env={**os.environ, "DAGSTER_HOME": str(second)}, cwd=REPOSITORY,
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
+        while True:
+            records = instance.get_run_records()
+            if all(record.dagster_run.is_finished for record in records):
+                break
+            assert daemon.poll() is None, (tmp_path / "daemon.log").read_text()[-4000:]
+            assert time.monotonic() < deadline, (tmp_path / "daemon.log").read_text()[-4000:]
+            time.sleep(1)
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        try:
+            daemon.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.wait(timeout=30)
+        log.close()
+    records = sorted(instance.get_run_records(), key=lambda record: record.start_time)
+    assert [r.dagster_run.status for r in records] == [DagsterRunStatus.SUCCESS] * 2
+    # One run of the practice at a time: the second started after the first ended.
+    assert records[1].start_time >= records[0].end_time
+    password = dagster_database["DAGSTER_PG_PASSWORD"]
+    assert password not in (tmp_path / "daemon.log").read_text(errors="replace")
+    assert all(password not in done.stdout + done.stderr for done in queued)
