@@ -1,4 +1,5 @@
-"""Shared fixtures: a private BALANCES_HOME, the simulator on loopback, a practices file."""
+"""Shared fixtures: a private BALANCES_HOME, the simulator on loopback, a practices file,
+a Postgres server."""
 
 from __future__ import annotations
 
@@ -17,6 +18,19 @@ from balances_pipeline.simulator import SimPractice, SimulatorServer
 from balances_pipeline.storage.reader import read_published
 
 DEVELOPER_KEY_ENV = "TEST_OD_DEVELOPER_KEY"
+
+
+@pytest.fixture(scope="session")
+def postgres_server():  # -> Iterator[PostgresServer]
+    """One real Postgres for the session, started only when a test asks for it."""
+    from balances_pipeline_tests.postgres_server import PostgresNotInstalled, PostgresServer
+
+    try:
+        server = PostgresServer()
+    except PostgresNotInstalled as missing:
+        pytest.fail(str(missing), pytrace=False)
+    with server:
+        yield server
 
 
 @pytest.fixture
@@ -147,10 +161,12 @@ TEST_GROUPS = {
     "test_published_churn": "operations",
     "test_killed_sync_blocks_nobody": "operations",
     "test_cli_run_alerts": "operations",
+    "test_dagster_on_postgres": "integration",
 }
 DEFAULT_GROUP = "integration"
 GROUPS = ("unit", "integration", "operations")
-NOT_UNIT_FIXTURES = {"simulated"}  # a server: a test that uses it is not a unit test
+# A server: a test that uses one is not a unit test.
+NOT_UNIT_FIXTURES = {"simulated", "postgres_server"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
