@@ -12,9 +12,10 @@ import pytest
 import yaml
 
 from balances_pipeline.config import load_practices
-from balances_pipeline.settings import Settings
+from balances_pipeline.settings import CATALOG_ENV, DATA_PATH_ENV, Settings
 from balances_pipeline.settings import layout_from_env as layout
 from balances_pipeline.simulator import SimPractice, SimulatorServer
+from balances_pipeline.storage import lake
 from balances_pipeline.storage.reader import read_published
 
 DEVELOPER_KEY_ENV = "TEST_OD_DEVELOPER_KEY"
@@ -39,6 +40,37 @@ def balances_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("BALANCES_HOME", str(home))
     monkeypatch.delenv("BALANCES_AS_OF", raising=False)
     return home
+
+
+WAREHOUSE_LAYOUTS = ("local", "lake")
+
+
+@pytest.fixture(params=WAREHOUSE_LAYOUTS)
+def both_layouts(request: pytest.FixtureRequest, tmp_path: Path,
+                 monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Run the test in each layout: everything under `BALANCES_HOME` on this machine
+    ("local"), and the warehouse on DuckLake with its catalog in a new database of the
+    test Postgres ("lake"; `storage/lake.py`). Use with
+    `pytestmark = pytest.mark.usefixtures("both_layouts")`."""
+    if request.param == "local":
+        monkeypatch.delenv(CATALOG_ENV, raising=False)
+        monkeypatch.delenv(DATA_PATH_ENV, raising=False)
+        yield "local"
+        return
+    server = request.getfixturevalue("postgres_server")
+    database = f"lake_{secrets.token_hex(6)}"
+    server.create_database(database)
+    monkeypatch.setenv(CATALOG_ENV, lake_catalog(server, database))
+    monkeypatch.setenv(DATA_PATH_ENV, str(tmp_path / "lake_data"))
+    try:
+        yield "lake"
+    finally:
+        lake.CONNECTIONS.close_all()
+
+
+def lake_catalog(server, database: str) -> str:
+    """The DuckLake catalog string of a database of the test Postgres."""
+    return f"postgres:dbname={database} host={server.host} port={server.port} user=postgres"
 
 
 def practice_entry(practice_id: str, base_url: str, **overrides: object) -> dict:
@@ -166,7 +198,7 @@ TEST_GROUPS = {
 DEFAULT_GROUP = "integration"
 GROUPS = ("unit", "integration", "operations")
 # A server: a test that uses one is not a unit test.
-NOT_UNIT_FIXTURES = {"simulated", "postgres_server"}
+NOT_UNIT_FIXTURES = {"simulated", "postgres_server", "both_layouts"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

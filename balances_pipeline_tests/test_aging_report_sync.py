@@ -6,11 +6,11 @@ from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from balances_pipeline.config import load_practices
 from balances_pipeline.settings import layout_from_env as layout
+from balances_pipeline.storage.reader import analyst_connection
 from balances_pipeline_tests.conftest import (
     DEVELOPER_KEY_ENV,
     practice_entry,
@@ -18,6 +18,9 @@ from balances_pipeline_tests.conftest import (
     write_practices_file,
 )
 from balances_pipeline_tests.od_double import OpenDentalDouble, serve
+
+# Each test runs in both layouts: on this machine, and the warehouse on DuckLake.
+pytestmark = pytest.mark.usefixtures("both_layouts")
 
 D = Decimal
 
@@ -82,7 +85,7 @@ def double_practice(tmp_path: Path, balances_home: Path, monkeypatch: pytest.Mon
 
 
 def fetch(query: str, params: list | None = None) -> list[dict]:
-    con = duckdb.connect(str(layout().warehouse_path), read_only=True)
+    con = analyst_connection(layout())
     try:
         cursor = con.execute(query, params or [])
         names = [column[0] for column in cursor.description]

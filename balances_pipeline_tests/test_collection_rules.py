@@ -25,6 +25,9 @@ from balances_pipeline.storage.sql_files import load_sql
 from balances_pipeline_tests.conftest import sync_practice
 from balances_pipeline_tests.conftest import warehouse_query as query
 
+# Each test runs in both layouts: on this machine, and the warehouse on DuckLake.
+pytestmark = pytest.mark.usefixtures("both_layouts")
+
 D = Decimal
 AS_OF = date(2026, 11, 30)
 MONEY = pa.decimal128(14, 2)

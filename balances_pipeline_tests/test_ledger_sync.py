@@ -25,6 +25,9 @@ from balances_pipeline_tests.conftest import (
 from balances_pipeline_tests.conftest import warehouse_query as query
 from balances_pipeline_tests.independent_aging import age_accounts
 
+# Each test runs in both layouts: on this machine, and the warehouse on DuckLake.
+pytestmark = pytest.mark.usefixtures("both_layouts")
+
 D = Decimal
 FIXTURE = Path(__file__).parent / "fixtures" / "synthetic_opendental_400.json.gz"
 

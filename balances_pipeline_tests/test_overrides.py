@@ -34,6 +34,9 @@ from balances_pipeline.storage.working_db import WorkingDatabase
 from balances_pipeline_tests.conftest import sync_practice
 from balances_pipeline_tests.conftest import warehouse_dicts as query
 
+# Each test runs in both layouts: on this machine, and the warehouse on DuckLake.
+pytestmark = pytest.mark.usefixtures("both_layouts")
+
 D = Decimal
 BALANCES = str(Path(sys.executable).parent / "balances")
 PRACTICE = "alpha_dental"

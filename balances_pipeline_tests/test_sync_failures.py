@@ -15,6 +15,9 @@ from balances_pipeline.simulator import Faults
 from balances_pipeline_tests.conftest import SimulatedPractices
 from balances_pipeline_tests.conftest import warehouse_query as query
 
+# Each test runs in both layouts: on this machine, and the warehouse on DuckLake.
+pytestmark = pytest.mark.usefixtures("both_layouts")
+
 
 def run_sync(simulated: SimulatedPractices, practice_id: str, instance: DagsterInstance):
     practices = simulated.practices

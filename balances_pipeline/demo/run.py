@@ -11,10 +11,10 @@ from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
-import duckdb
-
 from balances_pipeline.config import DEMO_PRACTICES_FILE, load_practices
 from balances_pipeline.settings import PRACTICES_FILE_ENV, Settings
+from balances_pipeline.storage.layout import Layout
+from balances_pipeline.storage.reader import analyst_connection
 
 # Demo credentials for the simulator only: not secrets, and never used for a real source.
 DEMO_KEYS = {
@@ -77,8 +77,8 @@ def _progress_logging() -> None:
     logger.setLevel(logging.INFO)
 
 
-def _print_summary(warehouse_path: str) -> None:
-    con = duckdb.connect(warehouse_path, read_only=True)
+def _print_summary(layout: Layout) -> None:
+    con = analyst_connection(layout)
     try:
         rows = con.execute(
             "SELECT practice_id, as_of_date, account_count, balance_total, bucket_0_30,"
@@ -133,10 +133,15 @@ def run_demo(port: int = 9100, accounts_scale: float = 1.0) -> int:
             print(f"  {practice.id}: {outcome} in {time.monotonic() - clock:.1f} s")
             failures += 0 if result.success else 1
     print()
-    warehouse_path = str(warehouse.layout().warehouse_path)
-    _print_summary(warehouse_path)
+    layout = warehouse.layout()
+    _print_summary(layout)
     print()
-    print(f"warehouse: {warehouse_path}")
-    print(f"  open it with: duckdb -readonly {warehouse_path}")
+    if layout.lake is None:
+        print(f"warehouse: {layout.warehouse_path}")
+        print(f"  open it with: duckdb -readonly {layout.warehouse_path}")
+    else:
+        print(f"warehouse: the DuckLake ducklake:{layout.lake.catalog}")
+        print(f"  attach it with: ATTACH 'ducklake:{layout.lake.catalog}' AS warehouse"
+              " (READ_ONLY); USE warehouse;")
     print(f"demo finished in {time.monotonic() - started:.1f} s")
     return 1 if failures else 0

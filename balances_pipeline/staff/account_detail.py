@@ -31,7 +31,7 @@ def known_practice(practices: PracticesFile | None, practice_id: str | None) -> 
 
 
 def _query(layout: Layout, sql: str, params: list) -> list[dict]:
-    if not layout.warehouse_path.exists():
+    if layout.lake is None and not layout.warehouse_path.exists():
         raise DetailError("no warehouse yet: sync a practice first")
     return read_published(layout, sql, params)
 

@@ -15,6 +15,17 @@ from balances_pipeline.storage import lake
 from balances_pipeline.storage.layout import Layout
 
 
+def analyst_connection(layout: Layout) -> duckdb.DuckDBPyConnection:
+    """A new read-only connection to the warehouse, made as an analyst makes one: the file
+    `warehouse.duckdb`, or in the DuckLake layout `ATTACH 'ducklake:<catalog>' AS warehouse
+    (READ_ONLY); USE warehouse;` (the README's instructions)."""
+    if layout.lake is None:
+        return duckdb.connect(str(layout.warehouse_path), read_only=True)
+    con = lake.open_lake(layout.duckdb, layout.lake, read_only=True)
+    con.execute(f"USE {lake.ALIAS}")
+    return con
+
+
 def read_published(layout: Layout, sql: str, params: list | None = None) -> list[dict[str, Any]]:
     """Rows of `sql` over the analyst warehouse, as dicts; none before the first sync.
     In the DuckLake layout: the lake's analyst schema."""
