@@ -83,7 +83,12 @@ class LakeSettings:
         data_path = self.data_path
         if self.local_data_path is not None:
             data_path = str(self.local_data_path.resolve())
-        options = ["READ_ONLY"] if read_only else [f"DATA_PATH '{data_path}'"]
+        # No data inlining: DuckLake keeps small inserts' rows in one catalog table per
+        # table, and a commit deleting any of them conflicts with every concurrent insert
+        # into that table (every worker's sync_runs row); as files, only commits deleting
+        # from the same file conflict (the same practice's rows).
+        options = (["READ_ONLY"] if read_only
+                   else [f"DATA_PATH '{data_path}'", "DATA_INLINING_ROW_LIMIT 0"])
         return f"ATTACH 'ducklake:{self.catalog}' AS warehouse ({', '.join(options)})"
 
 

@@ -194,6 +194,7 @@ TEST_GROUPS = {
     "test_killed_sync_blocks_nobody": "operations",
     "test_cli_run_alerts": "operations",
     "test_dagster_on_postgres": "integration",
+    "test_two_workers": "operations",
 }
 DEFAULT_GROUP = "integration"
 GROUPS = ("unit", "integration", "operations")

@@ -11,7 +11,9 @@ reaches POINT, prints "paused at POINT" and sleeps. The points, in a sync's orde
 - `between`: the extract step done (the extract waiting in staging), the balances step
   started, before it takes the practice's publish lock;
 - `publish`: the publish lock held, the new snapshot directory created, before its files;
-- `swap`: the publish's transaction committed, its symlink not switched yet.
+- `swap`: the publish's transaction committed, its symlink not switched yet;
+- `commit` (the DuckLake layout): inside the publish's lake transaction, the practice's
+  rows replaced, before COMMIT.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import sys
 import time
 
 from balances_pipeline.defs import assets
+from balances_pipeline.storage import lake_published
 from balances_pipeline.storage.snapshots import SnapshotStore
 from balances_pipeline.storage.staging import StagingDatabase
 
@@ -37,6 +40,7 @@ original_append_json_bodies = StagingDatabase.append_json_bodies
 original_publish_practice = assets.publish_practice
 original_create = SnapshotStore.create
 original_point_to = SnapshotStore.point_to
+original_replace_practice_rows = lake_published.replace_practice_rows
 
 
 def append(self, rows):
@@ -67,7 +71,14 @@ def point_to(self, practice_id, snapshot_dir):
     return original_point_to(self, practice_id, snapshot_dir)
 
 
+def replace_practice_rows(*args, **kwargs):
+    replaced = original_replace_practice_rows(*args, **kwargs)
+    reach("commit")
+    return replaced
+
+
 StagingDatabase.append = append
+lake_published.replace_practice_rows = replace_practice_rows
 StagingDatabase.append_json_bodies = append_json_bodies
 assets.publish_practice = publish_practice
 SnapshotStore.create = create

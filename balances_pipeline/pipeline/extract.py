@@ -38,6 +38,7 @@ from balances_pipeline.sources.rows import Page
 from balances_pipeline.storage import ledger_store, sync_runs
 from balances_pipeline.storage.analyst import ensure_analyst_warehouse
 from balances_pipeline.storage.layout import Layout
+from balances_pipeline.storage.ledger_store import LedgerStore
 from balances_pipeline.storage.publish import extract_lock
 from balances_pipeline.storage.staging import StagingDatabase, remove_stale_staging
 from balances_pipeline.storage.working_db import WorkingDatabase
@@ -81,6 +82,10 @@ def _begin(
         unfinished = sync_runs.abandon_unfinished(con, practice.id, ("extracting", "extracted"))
         if practice.source.produces != "aging_report":
             last_full, cursors = ledger_store.read_refresh_state(con, practice.id)
+            if layout.lake is not None and is_ledger(practice) and not LedgerStore(
+                layout, practice.id
+            ).holds(sync_runs.last_success_id(con, practice.id)):
+                last_full = None  # this worker's ledger file missed syncs run elsewhere
             plan = plan_extract(practice, as_of, last_full, cursors)
         sync_runs.start(
             con, sync_id=sync_id, practice_id=practice.id, dagster_run_id=dagster_run_id,

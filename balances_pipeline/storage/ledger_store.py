@@ -7,6 +7,12 @@ shared working database. Cursors and the last full-refresh date are in the worki
 database, committed with the publish. The ledger is committed first: if a process dies in
 between, the next incremental sync reads the same window again, and upserts by key are
 idempotent.
+
+The file records the sync whose rows it last took (`ledger_meta`). In the DuckLake layout
+the file is the worker's own: a practice's next sync may run on another machine, whose
+file (if any) missed the rows of syncs that ran elsewhere. An incremental read is then
+only correct if this worker's file took the practice's last successful sync; otherwise
+the sync reads everything (`LedgerStore.holds`, `pipeline/extract.py`).
 """
 
 from __future__ import annotations
@@ -97,6 +103,9 @@ def record_refresh(
         )
 
 
+_META = "ledger_meta"
+
+
 class LedgerStore:
     def __init__(self, layout: Layout, practice_id: str) -> None:
         folder = layout.pipeline_dir / "ledger"
@@ -109,7 +118,23 @@ class LedgerStore:
         secure_private(self.path)
         for table in LEDGER_TABLES:
             con.execute(table.relation.create_sql(if_not_exists=True))
+        con.execute(f"CREATE TABLE IF NOT EXISTS {_META} (last_sync_id VARCHAR)")
         return con
+
+    def last_sync_id(self) -> str | None:
+        """The sync whose rows this file last took (None: no file, or none yet)."""
+        if not self.path.exists():
+            return None
+        con = self._connect()
+        try:
+            rows = con.execute(f"SELECT last_sync_id FROM {_META}").fetchall()  # noqa: S608
+        finally:
+            con.close()
+        return rows[0][0] if rows else None
+
+    def holds(self, sync_id: str | None) -> bool:
+        """Does this file hold the ledger as of `sync_id` (the practice's last success)?"""
+        return sync_id is not None and self.last_sync_id() == sync_id
 
     def apply_and_age(
         self, staging_path: Path, full: bool, params: dict[str, Any]
@@ -135,6 +160,8 @@ class LedgerStore:
                     f"INSERT INTO {table.table} BY NAME"  # noqa: S608
                     f" SELECT {table.kept_columns} FROM stg.{table.staging_table}"
                 )
+            con.execute(f"DELETE FROM {_META}")  # noqa: S608
+            con.execute(f"INSERT INTO {_META} VALUES (?)", [params["sync_id"]])  # noqa: S608
             con.execute("COMMIT")
             counts = {
                 table.table: con.execute(

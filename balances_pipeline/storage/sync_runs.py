@@ -80,6 +80,15 @@ def abandon_unfinished(
     return [row[0] for row in rows if row[0]]
 
 
+def last_success_id(con: duckdb.DuckDBPyConnection, practice_id: str) -> str | None:
+    rows = con.execute(
+        "SELECT sync_id FROM sync_runs WHERE practice_id = ? AND status = 'success'"
+        " ORDER BY started_at DESC LIMIT 1",
+        [practice_id],
+    ).fetchall()
+    return rows[0][0] if rows else None
+
+
 def live_staging_files(con: duckdb.DuckDBPyConnection, practice_id: str) -> set[str]:
     rows = con.execute(
         "SELECT staging_file FROM sync_runs WHERE practice_id = ? AND status = 'running'"

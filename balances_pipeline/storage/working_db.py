@@ -15,9 +15,10 @@ that a database migrated from 0001 and one created from `schema.py` are the same
 order can differ between the two: write working tables by column name.
 
 In the DuckLake layout (`Layout.lake`) the working tables are the lake's
-`warehouse.pipeline` schema (`storage/lake_schema.py`): no file lock (DuckLake's
-transactions serialize commits across machines), one attached DuckDB per process with a
-cursor per unit of work, and `transaction_retrying` to run a unit again after a conflict.
+`warehouse.pipeline` schema (`storage/lake_schema.py`), each unit of work holds the lake's
+one-writer lock across machines instead of the file lock (`storage/lake_lock.py`), one
+attached DuckDB per process gives each unit a cursor, and `transaction_retrying` runs a
+unit again after a conflict the lock did not prevent (a writer outside the pipeline).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from filelock import FileLock
 
 from balances_pipeline import schema
 from balances_pipeline.storage import duck, lake
+from balances_pipeline.storage.lake_lock import lake_writer
 from balances_pipeline.storage.lake_schema import prepare_lake
 from balances_pipeline.storage.layout import Layout, secure_private
 
@@ -274,13 +276,14 @@ class WorkingDatabase:
     @contextmanager
     def _lake_cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
         settings, settings_lake = self.layout.duckdb, self.layout.lake
-        if not self._migrated:
-            with lake.CONNECTIONS.cursor(settings, settings_lake, schema="main") as con:
-                prepare_lake(con, [(version, name) for version, name, _ in _migrations()])
-            self._migrated = True
-        with lake.CONNECTIONS.cursor(settings, settings_lake,
-                                     schema=lake.WORKING_SCHEMA) as con:
-            yield con
+        with lake_writer(settings_lake, self.layout.locks_dir):
+            if not self._migrated:
+                with lake.CONNECTIONS.cursor(settings, settings_lake, schema="main") as con:
+                    prepare_lake(con, [(version, name) for version, name, _ in _migrations()])
+                self._migrated = True
+            with lake.CONNECTIONS.cursor(settings, settings_lake,
+                                         schema=lake.WORKING_SCHEMA) as con:
+                yield con
 
     def transaction_retrying(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         """`work` in one transaction; in the DuckLake layout run again (bounded) when its
@@ -297,7 +300,8 @@ class WorkingDatabase:
             con.execute("BEGIN TRANSACTION")
             try:
                 yield con
-                con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
+            # A COMMIT that fails ends the transaction itself (DuckLake: a conflict).
+            con.execute("COMMIT")
