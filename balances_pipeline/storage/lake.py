@@ -56,6 +56,8 @@ CONFLICT_ATTEMPTS = 8
 CONFLICT_FIRST_WAIT_SECONDS = 0.05
 
 T = TypeVar("T")
+# Units of work this process ran again after a logical conflict (the benchmark reads it).
+conflict_retries = 0
 
 
 def extension_file(name: str) -> Path:
@@ -153,6 +155,8 @@ def retry_conflicts(work: Callable[[], T], *, attempts: int = CONFLICT_ATTEMPTS,
         except duckdb.Error as error:
             if not is_conflict(error) or attempt == attempts:
                 raise
+        global conflict_retries
+        conflict_retries += 1
         if on_retry is not None:
             on_retry(attempt)
         time.sleep(wait * (1 + random.random()))

@@ -18,6 +18,7 @@ turns.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,21 +33,42 @@ POSTGRES_PREFIX = "postgres:"
 LOCK_TIMEOUT_SECONDS = 600
 
 
+class LockStats:
+    """This process's use of the lock (the benchmark of docs/scaling.md reads it)."""
+
+    def __init__(self) -> None:
+        self.units = 0
+        self.wait_seconds = 0.0
+        self.held_seconds = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {"units": self.units, "wait_seconds": self.wait_seconds,
+                "held_seconds": self.held_seconds}
+
+
+STATS = LockStats()
+
+
 class _ProcessLock:
     def __init__(self, lake: LakeSettings, fallback_dir: Path) -> None:
         self.lake = lake
         self.mutex = threading.RLock()
         self.depth = 0
         self.connection = None
+        self.taken_at = 0.0
         self.file_lock = (None if lake.catalog.startswith(POSTGRES_PREFIX)
                           else FileLock(fallback_dir / "lake-writer.lock",
                                         timeout=LOCK_TIMEOUT_SECONDS, thread_local=False))
 
     def acquire(self) -> None:
+        asked = time.monotonic()
         self.mutex.acquire()
         try:
             if self.depth == 0:
                 self._take()
+                self.taken_at = time.monotonic()
+                STATS.units += 1
+                STATS.wait_seconds += self.taken_at - asked
             self.depth += 1
         except BaseException:
             self.mutex.release()
@@ -56,6 +78,7 @@ class _ProcessLock:
         try:
             self.depth -= 1
             if self.depth == 0:
+                STATS.held_seconds += time.monotonic() - self.taken_at
                 self._give_back()
         finally:
             self.mutex.release()
