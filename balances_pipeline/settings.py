@@ -35,7 +35,7 @@ class SettingsError(ValueError):
     """An environment variable holds a value the pipeline cannot use (one line)."""
 
 
-_PASSWORD = re.compile(r"(^|\s)password\s*=", re.IGNORECASE)
+_PASSWORD = re.compile(r"(^|[\s:])password\s*=", re.IGNORECASE)
 
 
 class LakeError(SettingsError):
