@@ -184,8 +184,6 @@ def with_rules(simulated):
     return simulated
 
 
-
-
 def targets(practice_id: str = "alpha_dental") -> dict[str, tuple]:
     return {row[0]: row[1:] for row in query(
         "SELECT account_id, rule_id, amount, reason FROM collection_targets WHERE practice_id = ?",

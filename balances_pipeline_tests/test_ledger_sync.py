@@ -32,8 +32,6 @@ D = Decimal
 FIXTURE = Path(__file__).parent / "fixtures" / "synthetic_opendental_400.json.gz"
 
 
-
-
 @pytest.fixture
 def two_modes(tmp_path, balances_home, monkeypatch):
     """The same seeded practice served twice: one synced in ledger mode, one from the report."""

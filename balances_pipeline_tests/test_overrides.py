@@ -42,8 +42,6 @@ BALANCES = str(Path(sys.executable).parent / "balances")
 PRACTICE = "alpha_dental"
 
 
-
-
 def account(account_id: str) -> dict:
     [row] = query(
         "SELECT * FROM outstanding_balances WHERE practice_id = ? AND account_id = ?",
@@ -327,3 +325,42 @@ def test_sync_runs_as_of_is_unchanged_by_recompute(synced) -> None:
     assert after == before and isinstance(after["as_of_date"], date)
     assert len(query("SELECT * FROM sync_runs")) == 1
     assert load_practices(simulated.practices_file).ids == simulated.practices.ids
+
+
+@pytest.mark.parametrize("both_layouts", ["lake"], indirect=True)
+def test_an_override_from_another_machine_during_a_publish_is_applied(
+    synced, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Only the DuckLake layout can have it: another machine's staff change lands between a
+    sync's reading the overrides and its publish (on one machine the practice's publish
+    lock keeps them apart). The sync's publish must not leave the override unapplied."""
+    simulated, account_id = synced
+    from balances_pipeline.pipeline import publish_sync
+
+    other_machine = {**os.environ, "BALANCES_HOME": str(tmp_path / "other_machine_home")}
+    reconcile = publish_sync.reconcile_overrides
+    entered: list[str] = []
+
+    def reconcile_while_another_machine_sets_one(*args, **kwargs):
+        events = reconcile(*args, **kwargs)  # the sync has read the active overrides
+        if not entered:
+            done = subprocess.run(
+                [BALANCES, "override", "set", "--practice", PRACTICE, "--account", account_id,
+                 "--patient-portion", "25.00", "--reason", "hardship", "--actor", "erin"],
+                env=other_machine, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stderr
+            entered.append(done.stdout)
+        return events
+
+    monkeypatch.setattr(publish_sync, "reconcile_overrides",
+                        reconcile_while_another_machine_sets_one)
+    sync_practice(simulated.practice(PRACTICE))
+    assert entered
+    row = account(account_id)
+    assert row["patient_portion"] == D("25.00") and row["override_id"] is not None
+    [summary] = query("SELECT overridden_account_count FROM aging_summary")
+    assert summary["overridden_account_count"] == 1
+    [(day_portion,)] = [tuple(r.values()) for r in query(
+        "SELECT patient_portion FROM balance_history WHERE practice_id = ? AND account_id = ?",
+        [PRACTICE, account_id])]
+    assert day_portion == D("25.00")

@@ -103,6 +103,23 @@ def _write_snapshot(staging: StagingDatabase, snapshot_dir: Path) -> None:
     )
 
 
+def _apply_staff_changes_made_meanwhile(
+    practice: Practice, layout: Layout, working_db: WorkingDatabase, expected_events: int
+) -> str | None:
+    """Staff changed the practice's overrides between this sync's reading them and its
+    publish: possible only in the DuckLake layout, where the change came from another
+    machine (on one machine the practice's publish lock keeps them apart). Its event is
+    committed, but this publish computed the balances without it: republish from what was
+    just published, with the overrides as they are now. Returns the snapshot it published."""
+    with working_db.connect() as con:
+        events_now = override_store.event_count(con, practice.id)
+    if events_now != expected_events:
+        log.warning("practice %s: overrides changed during the sync; republishing with them",
+                    practice.id)
+        return recompute_practice(practice, layout).snapshot_id
+    return None
+
+
 def _transform_and_publish(
     practice: Practice,
     layout: Layout,
@@ -122,6 +139,7 @@ def _transform_and_publish(
     check_account_count(working_db, practice, waiting.sync_id, balances.accounts)
     with working_db.connect() as con:
         active = override_store.active_overrides(con, practice.id)
+        events_seen = override_store.event_count(con, practice.id)
     if has_unidentified_rejects(staging.con):
         log.warning("practice %s: rejected rows whose account could not be read; overrides"
                     " on accounts missing from this sync are kept", practice.id)
@@ -157,6 +175,8 @@ def _transform_and_publish(
     )
     conflicts = publish(layout, working_db, practice.id, snapshot_dir, changes,
                         sync_id=waiting.sync_id)
+    republished = _apply_staff_changes_made_meanwhile(practice, layout, working_db,
+                                                      events_seen + len(override_events))
     log.info("practice %s: published %d accounts (sync %s)", practice.id, balances.accounts,
              waiting.sync_id)
     return SyncOutcome(
@@ -165,7 +185,7 @@ def _transform_and_publish(
         as_of_date=waiting.as_of_date,
         started_at=waiting.started_at,
         finished_at=finished_at,
-        snapshot_id=snapshot_dir.name,
+        snapshot_id=republished or snapshot_dir.name,
         counts=waiting.counts,
         accounts=balances.accounts,
         fresh_until=until,

@@ -78,6 +78,13 @@ def active_overrides(con: duckdb.DuckDBPyConnection, practice_id: str) -> pa.Tab
     ).to_arrow_table()
 
 
+def event_count(con: duckdb.DuckDBPyConnection, practice_id: str) -> int:
+    """The practice's override events so far (they are only ever appended)."""
+    return con.execute(
+        "SELECT count(*) FROM override_events WHERE practice_id = ?", [practice_id]
+    ).fetchall()[0][0]
+
+
 def open_override_ids(
     con: duckdb.DuckDBPyConnection, practice_id: str, account_id: str
 ) -> list[tuple[str, str]]:
