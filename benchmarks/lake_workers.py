@@ -47,7 +47,6 @@ import argparse
 import json
 import os
 import resource
-import secrets
 import shutil
 import statistics
 import subprocess
@@ -63,13 +62,12 @@ from typing import IO, Any
 from benchmarks.common import (
     AGING_ENDPOINT,
     AS_OF,
-    CUSTOMER_KEY_ENV,
     DEVELOPER_KEY_ENV,
     PAGE_ROWS,
     RESULT_MARK,
-    SEED,
     BenchError,
 )
+from benchmarks.fleet import _key_env
 
 WORKER_FLAG = "--worker"
 READY_MARK = "LAKE_WORKER_READY"
@@ -89,10 +87,6 @@ LAKE_ENV_NAMES = ("BALANCES_WAREHOUSE_CATALOG", "BALANCES_WAREHOUSE_DATA_PATH")
 
 def practice_ids(count: int) -> list[str]:
     return [f"lake_{index:03d}" for index in range(1, count + 1)]
-
-
-def _key_env(practice_id: str) -> str:
-    return f"BENCH_{practice_id.upper()}_OD_CUSTOMER_KEY"
 
 
 def machine_of(worker: int, workers: int, machines: int) -> int:
@@ -673,20 +667,15 @@ def measure(practices: int, accounts: int, workers: int, machines: int,
     from balances_pipeline.settings import LakeSettings
     from balances_pipeline_tests.conftest import lake_catalog
     from balances_pipeline_tests.postgres_server import PostgresServer
-    from benchmarks.measure import _bench_env, _machine, _simulator, _warm_up, _write_yaml
+    from benchmarks.fleet import simulator_config, warm_up_and_list
+    from benchmarks.measure import _bench_env, _machine, _simulator
 
     machine = _machine()
     env, _ = _bench_env(accounts, workdir)
     for name in LAKE_ENV_NAMES:
         env.pop(name, None)
     ids = practice_ids(practices)
-    for practice_id in ids:
-        env[_key_env(practice_id)] = secrets.token_hex(16)
-    sim_config = _write_yaml(workdir / "simulator.yaml", {
-        "developer_key_env": DEVELOPER_KEY_ENV,
-        "practices": [{"id": pid, "customer_key_env": _key_env(pid), "accounts": accounts,
-                       "seed": SEED + index} for index, pid in enumerate(ids)],
-    })
+    sim_config = simulator_config(workdir / "simulator.yaml", ids, accounts, env)
     clock = time.perf_counter()
     with PostgresServer() as server, _simulator(sim_config, 0, env,
                                                 workdir / "simulator.log") as base_url:
@@ -695,16 +684,8 @@ def measure(practices: int, accounts: int, workers: int, machines: int,
                                      str(workdir / "shared_lake_data"))
         lake_env = {LAKE_ENV_NAMES[0]: lake_settings.catalog,
                     LAKE_ENV_NAMES[1]: lake_settings.data_path}
-        for practice_id in ids:  # every practice's report built before timing
-            _warm_up(base_url, {**env, CUSTOMER_KEY_ENV: env[_key_env(practice_id)]}, AS_OF)
+        practices_file = warm_up_and_list(ids, base_url, env, workdir / "practices.yaml")
         expected = {pid: _aging_report(base_url, env, pid) for pid in ids}
-        practices_file = _write_yaml(workdir / "practices.yaml", {"practices": [{
-            "id": pid, "name": pid, "timezone": "America/Chicago",
-            "source": {"type": "opendental", "base_url": base_url,
-                       "developer_key_env": DEVELOPER_KEY_ENV,
-                       "customer_key_env": _key_env(pid)},
-        } for pid in ids]})
-        env["BALANCES_PRACTICES_FILE"] = str(practices_file)
         simulator_pid = _simulator_pid()
 
         baseline_specs = _worker_specs([[ids] * ROUNDS], 1, practices_file,
