@@ -196,6 +196,7 @@ TEST_GROUPS = {
     "test_cli_run_alerts": "operations",
     "test_dagster_on_postgres": "integration",
     "test_two_workers": "operations",
+    "test_bench_lake_workers": "operations",
 }
 DEFAULT_GROUP = "integration"
 GROUPS = ("unit", "integration", "operations")

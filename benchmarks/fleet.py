@@ -34,29 +34,42 @@ def _key_env(practice_id: str) -> str:
     return f"BENCH_{practice_id.upper()}_OD_CUSTOMER_KEY"
 
 
-def measure_fleet(count: int, accounts: int, port: int, repeat: int, workdir: Path
-                  ) -> dict[str, Any]:
-    env, _ = _bench_env(accounts, workdir)
-    ids = practice_ids(count)
+def simulator_config(path: Path, ids: list[str], accounts: int, env: dict[str, str]) -> Path:
+    """The simulator's config of `ids`, `accounts` accounts each; a fresh key of each
+    practice set in `env`."""
     for practice_id in ids:
         env[_key_env(practice_id)] = secrets.token_hex(16)
-    sim_config = _write_yaml(workdir / "fleet-simulator.yaml", {
+    return _write_yaml(path, {
         "developer_key_env": DEVELOPER_KEY_ENV,
         "practices": [{"id": pid, "customer_key_env": _key_env(pid), "accounts": accounts,
                        "seed": SEED + index} for index, pid in enumerate(ids)],
     })
+
+
+def warm_up_and_list(ids: list[str], base_url: str, env: dict[str, str], path: Path) -> Path:
+    """Every practice's ledger and aging built before timing; the practices file of `ids`
+    (aging-report mode) at `path`, named in `env`."""
+    for practice_id in ids:
+        _warm_up(base_url, {**env, CUSTOMER_KEY_ENV: env[_key_env(practice_id)]}, AS_OF)
+    practices_file = _write_yaml(path, {"practices": [{
+        "id": pid, "name": pid, "timezone": "America/Chicago",
+        "source": {"type": "opendental", "base_url": base_url,
+                   "developer_key_env": DEVELOPER_KEY_ENV,
+                   "customer_key_env": _key_env(pid)},
+    } for pid in ids]})
+    env["BALANCES_PRACTICES_FILE"] = str(practices_file)
+    return practices_file
+
+
+def measure_fleet(count: int, accounts: int, port: int, repeat: int, workdir: Path
+                  ) -> dict[str, Any]:
+    env, _ = _bench_env(accounts, workdir)
+    ids = practice_ids(count)
+    sim_config = simulator_config(workdir / "fleet-simulator.yaml", ids, accounts, env)
     one: list[dict[str, Any]] = []
     many: list[dict[str, Any]] = []
     with _simulator(sim_config, port, env, workdir / "fleet-simulator.log") as base_url:
-        for practice_id in ids:  # every practice's ledger and aging built before timing
-            _warm_up(base_url, {**env, CUSTOMER_KEY_ENV: env[_key_env(practice_id)]}, AS_OF)
-        practices_file = _write_yaml(workdir / "fleet-practices.yaml", {"practices": [{
-            "id": pid, "name": pid, "timezone": "America/Chicago",
-            "source": {"type": "opendental", "base_url": base_url,
-                       "developer_key_env": DEVELOPER_KEY_ENV,
-                       "customer_key_env": _key_env(pid)},
-        } for pid in ids]})
-        env["BALANCES_PRACTICES_FILE"] = str(practices_file)
+        warm_up_and_list(ids, base_url, env, workdir / "fleet-practices.yaml")
         for run in range(repeat):
             for label, last, into in (("one", ids[0], one), ("many", ids[-1], many)):
                 home = workdir / f"fleet-home-{label}-{run}"
