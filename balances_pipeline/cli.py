@@ -221,6 +221,22 @@ def _warehouse_rebuild(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warehouse_maintain(args: argparse.Namespace) -> int:
+    from balances_pipeline.storage.lake_maintenance import maintain
+
+    _, home = _practices_and_layout()
+    if home.lake is None:
+        raise CommandError("the warehouse is not on DuckLake (BALANCES_WAREHOUSE_CATALOG):"
+                           " nothing to maintain")
+    if args.keep_days < 1:
+        raise CommandError(f"--keep-days must be at least 1, got {args.keep_days}")
+    result = maintain(home, args.keep_days)
+    print(f"lake maintained: live files {result.live_files_before} -> "
+          f"{result.live_files_after}, snapshots {result.snapshots_before} -> "
+          f"{result.snapshots_after}")
+    return 0
+
+
 def _block(args: argparse.Namespace) -> int:
     from balances_pipeline.defs.staff_jobs import CLI, block_materializations
     from balances_pipeline.staff.blocks import set_block
@@ -343,6 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
         "rebuild", help="rebuild warehouse.duckdb and republish every practice's snapshot"
     )
     rebuild.set_defaults(handler=_warehouse_rebuild)
+    maintain = warehouse_commands.add_parser(
+        "maintain", help="DuckLake layout: compact files, expire old snapshots, clean up"
+    )
+    maintain.add_argument("--keep-days", type=int, default=90,
+                          help="snapshots kept for time travel (default 90 days)")
+    maintain.set_defaults(handler=_warehouse_maintain)
 
     source = commands.add_parser("source", help="source connections")
     source_commands = source.add_subparsers(dest="source_command", required=True)

@@ -19,6 +19,7 @@ from balances_pipeline.config import PracticesFileError, load_practices
 from balances_pipeline.defs.assets import build_sync_assets
 from balances_pipeline.defs.file_drop_sensor import build_file_drop_sensor
 from balances_pipeline.defs.jobs import build_sync_job
+from balances_pipeline.defs.maintenance import lake_maintenance, lake_maintenance_schedule
 from balances_pipeline.defs.partitions import practice_partitions
 from balances_pipeline.defs.resources import resources_from
 from balances_pipeline.defs.schedules import build_schedules
@@ -33,10 +34,12 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     partitions = practice_partitions(practices)
     sync_job = build_sync_job()
     file_drops = build_file_drop_sensor(practices, sync_job)  # None without file drops
+    on_lake = settings.lake is not None
     return Definitions(
         assets=build_sync_assets(partitions),
-        jobs=[sync_job, *STAFF_JOBS],
-        schedules=build_schedules(practices, sync_job),
+        jobs=[sync_job, *STAFF_JOBS, *([lake_maintenance] if on_lake else [])],
+        schedules=[*build_schedules(practices, sync_job),
+                   *([lake_maintenance_schedule] if on_lake else [])],
         sensors=[report_failed_syncs, report_stale_practices,
                  *([file_drops] if file_drops else [])],
         resources=resources_from(settings),
