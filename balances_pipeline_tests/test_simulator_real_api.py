@@ -192,6 +192,9 @@ def test_short_query_serves_database_values_as_text(sim: SimulatorServer) -> Non
     joined = query(sim, "SELECT p.PatNum, g.PatNum, `p`.`Guarantor` FROM patient p "
                    "JOIN patient g ON g.PatNum = p.Guarantor ORDER BY p.PatNum LIMIT 1").json()
     assert set(joined[0]) == {"PatNum", "PatNum1", "Guarantor"}
+    # A backquote in a string is text, and a backquoted name may hold a double quote.
+    quoted = query(sim, "SELECT 'a`b' AS `x \"y`, \"PatNum\" FROM patient LIMIT 1").json()
+    assert list(quoted[0]) == ['x "y', "PatNum"] and quoted[0]['x "y'] == "a`b"
 
 
 def test_short_query_now_is_the_server_clock(sim: SimulatorServer) -> None:

@@ -248,6 +248,18 @@ def _outside_quotes(sql: str) -> Iterator[tuple[bool, str]]:
         yield True, sql[start:]
 
 
+def with_double_quoted_names(sql: str) -> str:
+    """The SQL with MySQL's backquoted names (`p`.`PatNum`) in double quotes, the quotes
+    DuckDB 1.5's parser reads as a name (it has no backquotes)."""
+    pieces = [
+        '"' + text[1:-1].replace("``", "`").replace('"', '""') + '"'
+        if not code and len(text) > 1 and text[0] == text[-1] == "`"
+        else text
+        for code, text in _outside_quotes(sql)
+    ]
+    return "".join(pieces)
+
+
 def with_server_clock(sql: str, now: datetime) -> tuple[str, dict[str, str]]:
     """The SQL with MySQL's clock functions replaced by `now`, and the column name DuckDB
     gives each replacement mapped to the text it replaced (`NOW()`), as MySQL names it."""
@@ -271,13 +283,17 @@ def screen(sql: Any) -> str:
         raise QueryError(400, "SqlCommand is required.")
     if "SCHEMA" in sql.upper():
         raise QueryError(401, NOT_READ_ONLY)
+    sql = with_double_quoted_names(sql)
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as error:
         raise QueryError(400, f"SQL syntax error: {_first_line(error)}") from None
     if not statements:
         raise QueryError(400, "SqlCommand is required.")
-    if any(statement.type != _SELECT for statement in statements):
+    # DuckDB 1.5 parses `PRAGMA database_list` as the SELECT `SELECT * FROM
+    # pragma_database_list;`: a statement whose text the command does not hold was rewritten
+    # from a PRAGMA.
+    if any(statement.type != _SELECT or statement.query not in sql for statement in statements):
         raise QueryError(401, NOT_READ_ONLY)
     if len(statements) > 1:
         raise QueryError(
