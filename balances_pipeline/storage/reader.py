@@ -35,19 +35,20 @@ def read_published(layout: Layout, sql: str, params: list | None = None) -> list
         return []
     con = duckdb.connect(str(layout.warehouse_path), read_only=True)
     try:
-        cursor = con.execute(sql, params or [])
-        names = [column[0] for column in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        return _dicts(con.execute(sql, params or []))
     finally:
         con.close()
 
 
+def _dicts(cursor: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    names = [column[0] for column in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
 def _read_lake(layout: Layout, sql: str, params: list | None) -> list[dict[str, Any]]:
+    """Without the writer lock: readers never wait for a publish."""
     from balances_pipeline.storage.working_db import WorkingDatabase
 
-    with WorkingDatabase(layout).connect():
-        pass  # the lake's tables exist from here on
+    WorkingDatabase(layout).ensure_lake()  # the lake's tables exist from here on
     with lake.CONNECTIONS.cursor(layout.duckdb, layout.lake, schema=lake.ANALYST_SCHEMA) as con:
-        cursor = con.execute(sql, params or [])
-        names = [column[0] for column in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        return _dicts(con.execute(sql, params or []))

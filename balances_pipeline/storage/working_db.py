@@ -239,6 +239,11 @@ def _shared_connection(layout: Layout) -> _SharedConnection | None:
         return _shared.setdefault(layout.working_db_path, _SharedConnection(layout))
 
 
+# Lakes this process found (or made) ready: every `WorkingDatabase` of the process shares
+# it, so the check costs one unit per process, not one per step.
+_prepared_lakes: set = set()
+
+
 class WorkingDatabase:
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
@@ -273,17 +278,24 @@ class WorkingDatabase:
             finally:
                 con.close()
 
+    def ensure_lake(self) -> None:
+        """Create the lake's tables if it has none (once per process and lake)."""
+        settings_lake = self.layout.lake
+        if settings_lake in _prepared_lakes:
+            return
+        with lake_writer(settings_lake, self.layout.locks_dir), lake.CONNECTIONS.cursor(
+            self.layout.duckdb, settings_lake, schema=lake.ANALYST_SCHEMA
+        ) as con:
+            prepare_lake(con, [(version, name) for version, name, _ in _migrations()])
+        _prepared_lakes.add(settings_lake)
+
     @contextmanager
     def _lake_cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        settings, settings_lake = self.layout.duckdb, self.layout.lake
-        with lake_writer(settings_lake, self.layout.locks_dir):
-            if not self._migrated:
-                with lake.CONNECTIONS.cursor(settings, settings_lake, schema="main") as con:
-                    prepare_lake(con, [(version, name) for version, name, _ in _migrations()])
-                self._migrated = True
-            with lake.CONNECTIONS.cursor(settings, settings_lake,
-                                         schema=lake.WORKING_SCHEMA) as con:
-                yield con
+        self.ensure_lake()
+        with lake_writer(self.layout.lake, self.layout.locks_dir), lake.CONNECTIONS.cursor(
+            self.layout.duckdb, self.layout.lake, schema=lake.WORKING_SCHEMA
+        ) as con:
+            yield con
 
     def transaction_retrying(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         """`work` in one transaction; in the DuckLake layout run again (bounded) when its
