@@ -5,6 +5,7 @@ Performance is measured by the benchmark, never asserted here: no timing checks.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import sys
@@ -21,6 +22,7 @@ AGING_REPORT_LINES = (
     "data: 1 practice, 300 accounts",
     "simulator setup 300 accounts",
     "baseline bare loop ",
+    "first sync 300 accounts (aging_report, ",
     "sync 300 accounts (aging_report): ",
     "sync work 300 accounts (aging_report): ",
     "sync memory: peak RSS ",
@@ -58,9 +60,11 @@ def test_bench_prints_every_figure(tmp_path: Path, capsys: pytest.CaptureFixture
     for prefix in FIGURE_LINES:
         assert any(line.startswith(prefix) for line in lines), f"missing line {prefix!r}"
     sync = _line(lines, "sync 300 accounts")
-    for part in ("s wall", "accounts/s", "rows/s", "requests", "retries", "peak RSS",
-                 "→ ratio"):
+    for part in ("s wall", "accounts/s", "rows/s", "requests", "retries", "→ ratio"):
         assert part in sync
+    first = _line(lines, "first sync 300 accounts")
+    for part in ("s wall", "imports", "peak RSS", "→ ratio"):
+        assert part in first
     machine = _line(lines, "machine: ")
     for part in ("cores", "GiB RAM", "python", "duckdb", "dagster"):
         assert part in machine
@@ -90,10 +94,21 @@ def test_bench_prints_every_figure(tmp_path: Path, capsys: pytest.CaptureFixture
     assert summary["accounts"] == 300
     assert summary["sync_wall_seconds"] > 0 and summary["baseline_wall_seconds"] > 0
     assert summary["sync_peak_rss_mb"] > 0
-    # Sync work: the sync minus the empty practice's, which synced nothing.
-    assert document["empty_syncs"][0]["rows_extracted"] == 0
+    # Sync work: the median over rounds of the sync minus the same round's empty sync
+    # (the empty practice synced nothing), every round running its three pieces.
+    rounds = document["rounds"]
+    assert len(rounds) == summary["rounds"] == 12
+    assert {tuple(piece["order"]) for piece in rounds} == set(
+        itertools.permutations(("bare", "practice", "empty")))
+    assert all(piece["empty"]["rows_extracted"] == 0 for piece in rounds)
+    differences = sorted(piece["practice"]["wall_seconds"] - piece["empty"]["wall_seconds"]
+                         for piece in rounds)
     assert summary["sync_work_seconds"] == pytest.approx(
-        summary["sync_wall_seconds"] - summary["empty_sync_wall_seconds"])
+        (differences[5] + differences[6]) / 2)
+    bare = sorted(piece["bare"]["wall_seconds"] for piece in rounds)
+    assert summary["sync_work_ratio_to_baseline"] == pytest.approx(
+        summary["sync_work_seconds"] / ((bare[5] + bare[6]) / 2))
+    assert document["first_sync"]["rows_extracted"] == document["setup"]["aging_rows"]
     assert document["syncs"][0]["rows_extracted"] == document["setup"]["aging_rows"]
     assert document["syncs"][0]["rows_extracted"] == document["baselines"][0]["rows"]
     assert document["syncs"][0]["retries"] == 0

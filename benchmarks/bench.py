@@ -8,7 +8,12 @@ those of that piece alone:
     simulator         `balances simulator serve` on loopback, warmed with one request
     baseline worker   the bare minimum client: requests.Session + json.loads over the same
                       aging report pages, no validation, no warehouse
-    sync worker       `sync_practice` in `aging_report` mode into a temporary BALANCES_HOME
+    sync worker       the practice's first sync (`aging_report` mode) into a temporary
+                      BALANCES_HOME: its wall, imports and peak RSS
+    rounds worker     sync work: in one process and one BALANCES_HOME (warmed by a third
+                      practice's sync), rounds of the bare loop, the practice's sync and
+                      an empty practice's sync, in every order in turn; sync work is the
+                      median of each round's sync minus its empty sync
 
 Ledger mode (`--mode ledger|both`) has a simulator of its own, dated today, and a practice
 with `source.mode: ledger`, `sync.frequency: hourly` and `BALANCES_AS_OF` fixed at today:
@@ -66,9 +71,10 @@ MODES = ("aging_report", "ledger", "both")
 DEFAULT_ACCOUNTS = (1_000, 5_000, 20_000)
 DEFAULT_LEDGER_ROWS = (100_000, 300_000, 1_000_000)
 DEFAULT_FLEET = (5, 10, 20)
-# aging_report syncs are short (about a second, most of it fixed cost): sync work is the
-# median of at least this many pairs of syncs (the practice's, the empty practice's).
-AGING_REPORT_RUNS = 3
+# aging_report syncs are short (under a second, most of it fixed cost): sync work is the
+# median over this many rounds (times --repeat) of a sync minus the same round's empty
+# sync; 12 rounds run each of the six orders of a round's three pieces twice.
+AGING_REPORT_ROUNDS = 12
 
 
 def _check_arguments(accounts: int, port: int, repeat: int, ledger_rows: int, changes: int,
@@ -93,9 +99,9 @@ def _measure_size(
     ledger: dict[str, Any] | None = None
     fleet_summary: dict[str, Any] | None = None
     if mode in ("aging_report", "both"):
-        runs = max(repeat, AGING_REPORT_RUNS)
-        measured = _measure(accounts, port, runs, workdir / "aging_report")
-        summary = _summarize(accounts, runs, measured)
+        rounds = AGING_REPORT_ROUNDS * repeat
+        measured = _measure(accounts, port, rounds, workdir / "aging_report")
+        summary = _summarize(accounts, repeat, measured)
     if mode in ("ledger", "both"):
         ledger = _measure_ledger(accounts, port, changes, ledger_rows, workdir / "ledger")
     if fleet:

@@ -10,9 +10,13 @@ PRACTICE_ID = "bench_practice"
 # A practice of no accounts on the same server: its sync is the fixed cost that "sync
 # work" (a sync's time minus the empty practice's) leaves out.
 EMPTY_PRACTICE_ID = "bench_empty"
+# Another practice of no accounts, synced before sync work is measured so that the
+# warehouse exists, as it does in production (creating it is a first sync's cost).
+WARM_PRACTICE_ID = "bench_warm"
 DEVELOPER_KEY_ENV = "BENCH_OD_DEVELOPER_KEY"
 CUSTOMER_KEY_ENV = "BENCH_PRACTICE_OD_CUSTOMER_KEY"
 EMPTY_CUSTOMER_KEY_ENV = "BENCH_EMPTY_OD_CUSTOMER_KEY"
+WARM_CUSTOMER_KEY_ENV = "BENCH_WARM_OD_CUSTOMER_KEY"
 # The bare loop loads each endpoint's pages into DuckDB with these columns (read_json).
 MONEY_SQL = "DECIMAL(14,2)"
 AGING_BARE_COLUMNS = {"PatNum": "BIGINT", "patName": "VARCHAR", **{

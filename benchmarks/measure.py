@@ -35,6 +35,8 @@ from benchmarks.common import (
     PRACTICE_ID,
     RESULT_MARK,
     SEED,
+    WARM_CUSTOMER_KEY_ENV,
+    WARM_PRACTICE_ID,
     BenchError,
 )
 
@@ -184,6 +186,7 @@ def _bench_env(accounts: int, workdir: Path, queries_permission: bool = False
         DEVELOPER_KEY_ENV: secrets.token_hex(16),
         CUSTOMER_KEY_ENV: secrets.token_hex(16),
         EMPTY_CUSTOMER_KEY_ENV: secrets.token_hex(16),
+        WARM_CUSTOMER_KEY_ENV: secrets.token_hex(16),
         "BALANCES_AS_OF": AS_OF.isoformat(),
         "PYTHONUNBUFFERED": "1",
     }
@@ -194,16 +197,18 @@ def _bench_env(accounts: int, workdir: Path, queries_permission: bool = False
         "practices": [{
             "id": PRACTICE_ID, "customer_key_env": CUSTOMER_KEY_ENV,
             "accounts": accounts, "seed": SEED, "queries_permission": queries_permission,
-        }, {
-            "id": EMPTY_PRACTICE_ID, "customer_key_env": EMPTY_CUSTOMER_KEY_ENV,
+        }, *({
+            "id": practice_id, "customer_key_env": key_env,
             "accounts": 0, "seed": SEED, "queries_permission": queries_permission,
-        }],
+        } for practice_id, key_env in ((EMPTY_PRACTICE_ID, EMPTY_CUSTOMER_KEY_ENV),
+                                       (WARM_PRACTICE_ID, WARM_CUSTOMER_KEY_ENV)))],
     })
     return env, sim_config
 
 
 def _practice(base_url: str, mode: str) -> dict[str, Any]:
-    """The measured practice and the empty one (its sync: the fixed cost), same server."""
+    """The measured practice, the empty one (its sync: the fixed cost) and the one that
+    warms a BALANCES_HOME up, on the same server."""
 
     def one(practice_id: str, name: str, customer_key_env: str) -> dict[str, Any]:
         practice: dict[str, Any] = {"id": practice_id, "name": name,
@@ -218,44 +223,46 @@ def _practice(base_url: str, mode: str) -> dict[str, Any]:
 
     return {"practices": [one(PRACTICE_ID, "Bench Practice", CUSTOMER_KEY_ENV),
                           one(EMPTY_PRACTICE_ID, "Bench Empty Practice",
-                              EMPTY_CUSTOMER_KEY_ENV)]}
+                              EMPTY_CUSTOMER_KEY_ENV),
+                          one(WARM_PRACTICE_ID, "Bench Warm-up Practice",
+                              WARM_CUSTOMER_KEY_ENV)]}
 
 
-def _measure(accounts: int, port: int, repeat: int, workdir: Path) -> dict[str, Any]:
+def _measure(accounts: int, port: int, rounds: int, workdir: Path) -> dict[str, Any]:
+    """aging_report mode: the bare loop and the first sync, each in a process of its own
+    (their peak RSS, the sync's imports), then `rounds` rounds of sync work in one
+    process (`_worker_sync_rounds`)."""
     env, sim_config = _bench_env(accounts, workdir)
     setup = _run_worker(
         "setup", {"accounts": accounts, "seed": SEED, "as_of": AS_OF.isoformat()}, env
     )
-    baselines: list[dict[str, Any]] = []
-    syncs: list[dict[str, Any]] = []
-    empties: list[dict[str, Any]] = []
     with _simulator(sim_config, port, env, workdir / "simulator.log") as base_url:
         warmup = _warm_up(base_url, env)
         practices_file = _write_yaml(
             workdir / "practices.yaml", _practice(base_url, "aging_report")
         )
         env["BALANCES_PRACTICES_FILE"] = str(practices_file)
-        for run in range(repeat):
-            baselines.append(
-                _run_worker("baseline", {"base_url": base_url, "as_of": AS_OF.isoformat()}, env)
-            )
-            home = workdir / f"home-{run}"
-            syncs.append(
-                _run_worker(
-                    "sync", {"practices_file": str(practices_file)},
-                    {**env, "BALANCES_HOME": str(home)},
-                )
-            )
-            empties.append(
-                _run_worker(
-                    "sync", {"practices_file": str(practices_file),
-                             "practice_id": EMPTY_PRACTICE_ID},
-                    {**env, "BALANCES_HOME": str(home / "empty")},
-                )
-            )
-            shutil.rmtree(home, ignore_errors=True)
-    return {"setup": setup, "warmup_seconds": warmup, "baselines": baselines, "syncs": syncs,
-            "empty_syncs": empties}
+        baseline_params = {"base_url": base_url, "as_of": AS_OF.isoformat()}
+        baseline = _run_worker("baseline", baseline_params, env)
+        first_sync = _run_worker("sync", {"practices_file": str(practices_file)},
+                                 {**env, "BALANCES_HOME": str(workdir / "home-first")})
+        measured = _run_worker(
+            "sync_rounds",
+            {"practices_file": str(practices_file), "rounds": rounds,
+             "baseline": baseline_params},
+            {**env, "BALANCES_HOME": str(workdir / "home-rounds")},
+        )
+    shutil.rmtree(workdir / "home-first", ignore_errors=True)
+    shutil.rmtree(workdir / "home-rounds", ignore_errors=True)
+    rounds_run = measured["rounds"]
+    return {
+        "setup": setup, "warmup_seconds": warmup, "baseline_own_process": baseline,
+        "first_sync": first_sync, "rounds": rounds_run,
+        "rounds_peak_rss_mb": measured["peak_rss_mb"],
+        "baselines": [piece["bare"] for piece in rounds_run],
+        "syncs": [piece["practice"] for piece in rounds_run],
+        "empty_syncs": [piece["empty"] for piece in rounds_run],
+    }
 
 
 def _add_rows(base_url: str, patients: list[int], count: int, on: date) -> dict[str, Any]:

@@ -28,15 +28,23 @@ def _median(runs: list[dict[str, Any]], key: str) -> float:
     return statistics.median(run[key] for run in runs)
 
 
-def _spread(runs: list[dict[str, Any]], key: str) -> str:
-    if len(runs) < 2:
-        return ""
-    values = [run[key] for run in runs]
-    return f" (median of {len(runs)}, {_s(min(values))} to {_s(max(values))})"
+def _range(runs: list[dict[str, Any]]) -> str:
+    values = [run["wall_seconds"] for run in runs]
+    return f", {_s(min(values))} to {_s(max(values))}" if len(values) > 1 else ""
+
+
+def _quartiles(values: list[float]) -> tuple[float, float]:
+    if len(values) < 2:
+        return values[0], values[0]
+    first, _, third = statistics.quantiles(values, n=4, method="inclusive")
+    return first, third
 
 
 def _summarize(accounts: int, repeat: int, measured: dict[str, Any]) -> dict[str, Any]:
+    """The aging_report figures. Sync work is the median over rounds of each round's sync
+    minus the same round's empty sync (pairs, so that drift between rounds cancels)."""
     setup, baselines, syncs = measured["setup"], measured["baselines"], measured["syncs"]
+    empties = measured["empty_syncs"]
     in_process_setup = setup["ledger_seconds"] + setup["aging_seconds"]
     baseline_wall = _median(baselines, "wall_seconds")
     sync_wall = _median(syncs, "wall_seconds")
@@ -46,12 +54,17 @@ def _summarize(accounts: int, repeat: int, measured: dict[str, Any]) -> dict[str
         name: statistics.median(run["phases"].get(name, 0.0) for run in syncs)
         for name in phase_names
     }
-    empty_wall = _median(measured["empty_syncs"], "wall_seconds")
-    baseline_rss = max(run["peak_rss_mb"] for run in baselines)
-    sync_rss = max(run["peak_rss_mb"] for run in syncs)
+    empty_wall = _median(empties, "wall_seconds")
+    work = [sync["wall_seconds"] - empty["wall_seconds"]
+            for sync, empty in zip(syncs, empties, strict=True)]
+    sync_work = statistics.median(work)
+    baseline_rss = measured["baseline_own_process"]["peak_rss_mb"]
+    first = measured["first_sync"]
+    sync_rss = first["peak_rss_mb"]
     return {
         "accounts": accounts,
         "repeat": repeat,
+        "rounds": len(work),
         "as_of": AS_OF.isoformat(),
         "seed": SEED,
         "ledger_rows": sum(setup["ledger_rows"].values()),
@@ -61,12 +74,15 @@ def _summarize(accounts: int, repeat: int, measured: dict[str, Any]) -> dict[str
         "warmup_ratio_to_setup": measured["warmup_seconds"] / in_process_setup,
         "baseline_wall_seconds": baseline_wall,
         "baseline_peak_rss_mb": baseline_rss,
+        "first_sync_wall_seconds": first["wall_seconds"],
         "sync_wall_seconds": sync_wall,
         "sync_peak_rss_mb": sync_rss,
+        "rounds_peak_rss_mb": measured["rounds_peak_rss_mb"],
         "sync_ratio_to_baseline": sync_wall / baseline_wall,
         "empty_sync_wall_seconds": empty_wall,
-        "sync_work_seconds": sync_wall - empty_wall,
-        "sync_work_ratio_to_baseline": (sync_wall - empty_wall) / baseline_wall,
+        "sync_work_seconds": sync_work,
+        "sync_work_quartiles_seconds": list(_quartiles(work)),
+        "sync_work_ratio_to_baseline": sync_work / baseline_wall,
         "sync_rss_ratio_to_baseline": sync_rss / baseline_rss,
         "sync_phases_seconds": phases,
         "extract_ratio_to_baseline": phases["extract"] / baseline_wall
@@ -95,11 +111,13 @@ def _header_lines(
 
 def _lines(measured: dict[str, Any], summary: dict[str, Any]) -> list[str]:
     setup, baselines, syncs = measured["setup"], measured["baselines"], measured["syncs"]
-    accounts = summary["accounts"]
+    accounts, rounds = summary["accounts"], summary["rounds"]
     tables = ", ".join(f"{name} {count:,}" for name, count in setup["ledger_rows"].items())
-    sync, baseline = syncs[-1], baselines[-1]
+    sync, baseline, first = syncs[-1], baselines[-1], measured["first_sync"]
     base_wall, sync_wall = summary["baseline_wall_seconds"], summary["sync_wall_seconds"]
-    lines = [
+    low, high = summary["sync_work_quartiles_seconds"]
+    in_rounds = f"median of {rounds} rounds in one warm process"
+    return [
         f"data: 1 practice, {accounts:,} accounts (seed {SEED}); ledger "
         f"{summary['ledger_rows']:,} rows ({tables}); aging report {setup['aging_rows']:,} "
         f"guarantor rows, {sync['pages']:,} pages of {PAGE_ROWS}",
@@ -108,30 +126,38 @@ def _lines(measured: dict[str, Any], summary: dict[str, Any]) -> list[str]:
         f"(separate process, peak RSS {setup['peak_rss_mb']:.0f} MB); server warm-up request "
         f"{_s(summary['warmup_seconds'])} → ratio {summary['warmup_ratio_to_setup']:.2f} "
         f"to in-process setup",
-        f"baseline bare loop {baseline['rows']:,} rows ({BARE_LOOP}): {_s(base_wall)} wall"
-        f"{_spread(baselines, 'wall_seconds')}, "
+        f"baseline bare loop {baseline['rows']:,} rows ({BARE_LOOP}): {_s(base_wall)} wall "
+        f"({in_rounds}{_range(baselines)}), "
         f"{baseline['rows'] / base_wall:,.0f} rows/s, {baseline['requests']:,} requests, "
         f"{baseline['bytes'] / 1024**2:.2f} MB received, peak RSS "
-        f"{summary['baseline_peak_rss_mb']:.0f} MB",
-        f"sync {accounts:,} accounts (aging_report): {_s(sync_wall)} wall"
-        f"{_spread(syncs, 'wall_seconds')}, {accounts / sync_wall:,.0f} accounts/s, "
+        f"{summary['baseline_peak_rss_mb']:.0f} MB (a process of its own)",
+        f"first sync {accounts:,} accounts (aging_report, a new process and BALANCES_HOME): "
+        f"{_s(first['wall_seconds'])} wall, imports {_s(first['import_seconds'])}, peak RSS "
+        f"{summary['sync_peak_rss_mb']:.0f} MB → ratio "
+        f"{first['wall_seconds'] / base_wall:.2f} to the bare loop",
+        f"sync {accounts:,} accounts (aging_report): {_s(sync_wall)} wall "
+        f"({in_rounds}{_range(syncs)}), {accounts / sync_wall:,.0f} accounts/s, "
         f"{sync['rows_extracted'] / sync_wall:,.0f} rows/s ({sync['rows_extracted']:,} rows, "
         f"{sync['rows_rejected']:,} rejected, {sync['accounts']:,} balances), "
-        f"{sync['requests']:,} requests, {sync['retries']:,} retries, peak RSS "
-        f"{summary['sync_peak_rss_mb']:.0f} MB; baseline bare loop {_s(base_wall)} "
-        f"→ ratio {summary['sync_ratio_to_baseline']:.2f}",
+        f"{sync['requests']:,} requests, {sync['retries']:,} retries; baseline bare loop "
+        f"{_s(base_wall)} → ratio {summary['sync_ratio_to_baseline']:.2f}",
         f"sync work {accounts:,} accounts (aging_report): {_s(summary['sync_work_seconds'])} "
-        f"(the sync {_s(sync_wall)} minus an empty practice's "
-        f"{_s(summary['empty_sync_wall_seconds'])}"
-        f"{_spread(measured['empty_syncs'], 'wall_seconds')}); baseline bare loop "
-        f"{_s(base_wall)} → "
+        f"(median over {rounds} rounds of the sync minus the same round's empty-practice "
+        f"sync, quartiles {_s(low)} to {_s(high)}; the empty practice's sync "
+        f"{_s(summary['empty_sync_wall_seconds'])}); baseline bare loop {_s(base_wall)} → "
         f"ratio {summary['sync_work_ratio_to_baseline']:.2f} (target ≤ {WORK_RATIO_TARGET})",
-        f"sync memory: peak RSS {summary['sync_peak_rss_mb']:.0f} MB (target < "
-        f"{RSS_TARGET_MB} MB), after imports {sync['rss_after_imports_mb']:.0f} MB "
-        f"(imports {_s(sync['import_seconds'])}); baseline peak RSS "
+        f"sync memory: peak RSS {summary['sync_peak_rss_mb']:.0f} MB (the first sync, a "
+        f"process of its own; target < {RSS_TARGET_MB} MB), after imports "
+        f"{first['rss_after_imports_mb']:.0f} MB; {summary['rounds_peak_rss_mb']:.0f} MB "
+        f"after {3 * rounds + 4} syncs and bare loops in one process; baseline peak RSS "
         f"{summary['baseline_peak_rss_mb']:.0f} MB → ratio "
         f"{summary['sync_rss_ratio_to_baseline']:.2f}",
-    ]
+    ] + _phase_lines(summary, sync)
+
+
+def _phase_lines(summary: dict[str, Any], sync: dict[str, Any]) -> list[str]:
+    lines = []
+    sync_wall = summary["sync_wall_seconds"]
     phases = summary["sync_phases_seconds"]
     if phases:
         other = sync_wall - sum(phases.values())

@@ -7,6 +7,7 @@ that a worker's peak RSS is that of its own imports and work.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import resource
@@ -23,10 +24,12 @@ from benchmarks.common import (
     BARE_BATCH_PAGES,
     CUSTOMER_KEY_ENV,
     DEVELOPER_KEY_ENV,
+    EMPTY_PRACTICE_ID,
     LEDGER_BENCH_MODULE,
     PAGE_ROWS,
     PRACTICE_ID,
     RESULT_MARK,
+    WARM_PRACTICE_ID,
 )
 from benchmarks.fleet import worker_fleet
 
@@ -167,18 +170,13 @@ def _directory_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def _worker_sync(params: dict[str, Any]) -> dict[str, Any]:
-    imports_started = time.perf_counter()
-    from balances_pipeline.config import load_practices
+def _sync_once(practice: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """One sync of `practice` (extract, then publish) into BALANCES_HOME, timed."""
     from balances_pipeline.pipeline.extract import extract_practice
     from balances_pipeline.pipeline.publish_sync import publish_practice
     from balances_pipeline.settings import Settings
     from balances_pipeline.sources.clients import open_client
 
-    import_seconds = time.perf_counter() - imports_started
-    rss_after_imports = _peak_rss_mb()
-    practice_id = params.get("practice_id", PRACTICE_ID)
-    practice = load_practices(Path(params["practices_file"])).practice(practice_id)
     started = time.perf_counter()
     settings = Settings.from_env()
     home = settings.layout()
@@ -188,15 +186,13 @@ def _worker_sync(params: dict[str, Any]) -> dict[str, Any]:
     wall = time.perf_counter() - started
     phases = {"extract": extract_done - started, "publish": wall - (extract_done - started)}
     peak_rss = _peak_rss_mb()  # before anything the benchmark itself reads below
-    snapshot = home.snapshots_dir / practice_id / outcome.snapshot_id
+    snapshot = home.snapshots_dir / practice.id / outcome.snapshot_id
     sample = params.get("ledger_sample")
     ledger = _ledger_facts(home.pipeline_dir, sample) if sample else {}
     return {
         **ledger,
         "mode": outcome.mode,
         "wall_seconds": wall,
-        "import_seconds": import_seconds,
-        "rss_after_imports_mb": rss_after_imports,
         "peak_rss_mb": peak_rss,
         "accounts": outcome.accounts,
         "rows_extracted": extracted.extract.rows_extracted,
@@ -209,6 +205,52 @@ def _worker_sync(params: dict[str, Any]) -> dict[str, Any]:
         "snapshot_bytes": _directory_bytes(snapshot) if snapshot.is_dir() else None,
         "phases": phases,
     }
+
+
+def _worker_sync(params: dict[str, Any]) -> dict[str, Any]:
+    """One sync in a process of its own: its wall, its imports, its peak RSS."""
+    imports_started = time.perf_counter()
+    from balances_pipeline.config import load_practices
+    from balances_pipeline.pipeline import extract, publish_sync  # noqa: F401
+    from balances_pipeline.sources import clients  # noqa: F401
+
+    import_seconds = time.perf_counter() - imports_started
+    rss_after_imports = _peak_rss_mb()
+    practice = load_practices(Path(params["practices_file"])).practice(
+        params.get("practice_id", PRACTICE_ID))
+    return {**_sync_once(practice, params), "import_seconds": import_seconds,
+            "rss_after_imports_mb": rss_after_imports}
+
+
+def _worker_sync_rounds(params: dict[str, Any]) -> dict[str, Any]:
+    """Sync work measured in rounds, in one process and one BALANCES_HOME: each round
+    runs the bare loop, the practice's sync and the empty practice's sync, in an order
+    that goes through every permutation, so that drift and order favour none of them.
+
+    Before the first round (untimed): a third practice's sync, so the warehouse exists as
+    it does in production, and one of each piece, so that every timed sync is a re-sync
+    (as each day's is) and every piece runs in a warm process."""
+    from balances_pipeline.config import load_practices
+
+    practices = load_practices(Path(params["practices_file"]))
+
+    def sync(practice_id: str) -> Callable[[], dict[str, Any]]:
+        return lambda: _sync_once(practices.practice(practice_id), params)
+
+    pieces: dict[str, Callable[[], dict[str, Any]]] = {
+        "bare": lambda: _worker_baseline(params["baseline"]),
+        "practice": sync(PRACTICE_ID),
+        "empty": sync(EMPTY_PRACTICE_ID),
+    }
+    sync(WARM_PRACTICE_ID)()
+    for piece in pieces.values():
+        piece()
+    orders = list(itertools.permutations(pieces))
+    rounds = []
+    for number in range(params["rounds"]):
+        order = orders[number % len(orders)]
+        rounds.append({"order": list(order), **{name: pieces[name]() for name in order}})
+    return {"rounds": rounds, "peak_rss_mb": _peak_rss_mb()}
 
 
 def _ledger_facts(pipeline_dir: Path, sample: int) -> dict[str, Any]:
@@ -265,6 +307,7 @@ WORKERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "setup": _worker_setup,
     "baseline": _worker_baseline,
     "sync": _worker_sync,
+    "sync_rounds": _worker_sync_rounds,
     "ledger_aging": _worker_ledger_aging,
     "fleet": worker_fleet,
 }
