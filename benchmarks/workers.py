@@ -210,6 +210,7 @@ def _sync_once(practice: Any, params: dict[str, Any]) -> dict[str, Any]:
 def _worker_sync(params: dict[str, Any]) -> dict[str, Any]:
     """One sync in a process of its own: its wall, its imports, its peak RSS."""
     imports_started = time.perf_counter()
+    from balances_pipeline import settings  # noqa: F401
     from balances_pipeline.config import load_practices
     from balances_pipeline.pipeline import extract, publish_sync  # noqa: F401
     from balances_pipeline.sources import clients  # noqa: F401
