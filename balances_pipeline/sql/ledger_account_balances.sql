@@ -11,22 +11,21 @@
 -- Open Dental's empty date is DATE '0001-01-01': it sorts before every as-of date, so a
 -- credit with it counts as dated before as_of; a charge with it is a rejected row
 -- (the connector rejects it; it is excluded again here).
--- The CTEs read more than once are NOT MATERIALIZED: DuckDB 1.5 would otherwise buffer
--- each (dated_entries: one row per ledger entry) while the window, joins and aggregates
--- run, and at 100,000 accounts (3.8M entries) the statement ran out of the pipeline's
--- 64 MB budget; inlined, each reference is a scan of the ledger tables again.
+-- Memory: at 100,000 accounts (3.8M entries) DuckDB 1.5.5 runs this statement within the
+-- pipeline's 64 MB budget on one thread only (LedgerStore.apply_and_age sets it); inlining
+-- the CTEs (NOT MATERIALIZED) did not help and made the statement ~40% slower.
 WITH
 
 -- Family roll-up: a patient belongs to its guarantor's account. A patient whose guarantor
 -- is unknown (NULL, or the patient is missing from ledger_patients) is its own guarantor.
-patient_account AS NOT MATERIALIZED (
+patient_account AS (
     SELECT pat_num, COALESCE(guarantor_id, pat_num) AS account_num
     FROM ledger_patients
 ),
 
 -- docs/aging.md, table "Ledger entries": every entry with a date and a signed amount.
 -- entry_kind + entry_id order same-day entries (rule 6: "same-day charges in id order").
-ledger_entries AS NOT MATERIALIZED (
+ledger_entries AS (
     -- completed procedure: +ProcFee * (UnitQty + BaseUnits) on ProcDate
     SELECT pat_num, proc_date AS entry_date, 1 AS entry_kind, proc_num AS entry_id,
            CAST(proc_fee * (unit_qty + base_units) AS DECIMAL(18,2)) AS amount
@@ -55,7 +54,7 @@ ledger_entries AS NOT MATERIALIZED (
 -- Only entries dated on or before as_of count (later ones are ignored; see
 -- ledger_future_entries.sql for their count). Each entry goes to its patient's account.
 -- Zero amounts are neither charges nor credits and change nothing: dropped.
-dated_entries AS NOT MATERIALIZED (
+dated_entries AS (
     SELECT
         COALESCE(pa.account_num, e.pat_num)             AS account_num,
         e.entry_date,
@@ -73,7 +72,7 @@ dated_entries AS NOT MATERIALIZED (
 
 -- Rule 1: charges (positive amounts), each in the bucket of its age.
 -- Rule 2 needs the credits' total C (a positive number); rule 3 the sum of all amounts.
-account_totals AS NOT MATERIALIZED (
+account_totals AS (
     SELECT
         account_num,
         COALESCE(SUM(amount) FILTER (WHERE amount > 0 AND age_days <= 30), 0)      AS b_0_30,
