@@ -162,6 +162,7 @@ def sync_practice(practice, **options):
 # A module not listed here is integration. A test marked with a group itself keeps it.
 TEST_GROUPS = {
     "test_ledger_aging": "unit",
+    "test_duck_connections": "unit",
     "test_lake_settings": "unit",
     "test_ledger_aging_property": "unit",
     "test_set_based_pages": "unit",

@@ -181,12 +181,15 @@ class LedgerStore:
             # One thread for the aging statement: with two, DuckDB 1.5.5's window, joins
             # and aggregates over a 100,000-account ledger (3.8M entries) held more than
             # the 64 MB budget at once and failed; alone it fits (about 2 s slower there).
+            # (A setting of the thread's DuckDB instance, which outlives this connection.)
             con.execute("SET threads = 1")
-            con.execute(
-                f"CREATE OR REPLACE TABLE stg.account_balances AS {aging}",  # noqa: S608
-                _used(params, aging),
-            )
-            con.execute(f"SET threads = {duck.THREADS}")
+            try:
+                con.execute(
+                    f"CREATE OR REPLACE TABLE stg.account_balances AS {aging}",  # noqa: S608
+                    _used(params, aging),
+                )
+            finally:
+                con.execute(f"SET threads = {duck.THREADS}")
             future_sql = load_sql("ledger_future_entries")
             future = con.execute(future_sql, _used(params, future_sql)).fetchall()[0][0]
             counts["future_entries"] = future
