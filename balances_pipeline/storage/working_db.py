@@ -213,8 +213,9 @@ _reuse_guard = threading.Lock()
 def reusing_connections() -> Iterator[None]:
     """Within: units of work of this process share one working-database connection, kept
     open across units for at most `REUSE_MAX_HOLD_SECONDS` (and closed after
-    `REUSE_IDLE_SECONDS` without one), instead of opening one per unit (a DuckDB open costs
-    some 20-40 ms, and a practice's sync has about fifteen units). For runs that sync many
+    `REUSE_IDLE_SECONDS` without one), instead of opening one per unit (attaching the file,
+    taking its lock and checkpointing it at the end, a few ms each time, and a practice's
+    sync has about fifteen units). For runs that sync many
     practices; other processes still get the file between holds."""
     global _reuse_depth
     with _reuse_guard:
