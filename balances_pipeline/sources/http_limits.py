@@ -123,17 +123,19 @@ class _Watchdog:
     PRUNE_EVERY = 1024  # finished attempts are dropped from the heap this often
 
     def __init__(self) -> None:
+        self._start_afresh()
+        # A forked child has no watchdog thread, and its parent's attempts are not its own.
+        os.register_at_fork(after_in_child=self._start_afresh)
+
+    def _start_afresh(self) -> None:
         self._wake = threading.Condition(threading.Lock())
         self._heap: list[tuple[float, int, _Deadline]] = []
         self._order = itertools.count()
         self._thread: threading.Thread | None = None
-        self._pid = 0
 
     def watch(self, deadline: _Deadline, at: float) -> None:
         with self._wake:
-            if self._thread is None or self._pid != os.getpid():  # none yet, or forked
-                self._heap = []
-                self._pid = os.getpid()
+            if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="http-deadline",
                                                 daemon=True)
                 self._thread.start()

@@ -37,16 +37,12 @@ class DuckSettings:
 def connect(settings: DuckSettings, path: Path | None = None) -> duckdb.DuckDBPyConnection:
     """A read-write pipeline connection: to the file `path`, or to a database of its own in
     memory when `path` is None; either attached to this thread's instance (`_Instance`)."""
-    if path is None:
-        with _files_guard:
-            attached = _Attached(_thread_instance(settings), None)
-            attached.users = 1
+    if path is None:  # this thread's own: no other thread can reach it
+        attached = _Attached(_thread_instance(settings), None)
+        attached.users = 1
         return _connection(attached)
     key = os.path.realpath(path)
     with _files_guard:
-        if os.getpid() != _files_pid[0]:  # a forked child: its parent's instances are not its
-            _files.clear()
-            _files_pid[0] = os.getpid()
         attached = _files.get(key)
         if attached is None:
             attached = _Attached(_thread_instance(settings), key)
@@ -95,20 +91,27 @@ class _Attached:
         self.path = path
         self.alias = f"{'file' if path else 'memory'}_{next(instance.names)}"
         self.users = 0
-        instance.root.execute(f"ATTACH {_literal(path or ':memory:')} AS {self.alias}")
+        instance.root.execute(f"ATTACH {sql_literal(path or ':memory:')} AS {self.alias}")
 
 
 _files: dict[str, _Attached] = {}
 _files_guard = threading.Lock()
-_files_pid = [os.getpid()]
 _instances = threading.local()
 
 
+def _forget_parent_instances() -> None:
+    """In a forked child: the parent's DuckDB databases are not the child's to use."""
+    global _files_guard, _instances
+    _files.clear()
+    _files_guard = threading.Lock()
+    _instances = threading.local()
+
+
+os.register_at_fork(after_in_child=_forget_parent_instances)
+
+
 def _thread_instance(settings: DuckSettings) -> _Instance:
-    pid, mine = getattr(_instances, "by_settings", (None, {}))
-    if pid != os.getpid():  # a forked child starts DuckDB afresh
-        mine = {}
-        _instances.by_settings = (os.getpid(), mine)
+    mine: dict[DuckSettings, _Instance] = _instances.__dict__.setdefault("by_settings", {})
     if settings not in mine:
         mine[settings] = _Instance(settings)
     return mine[settings]
@@ -125,7 +128,9 @@ def _release(attached: _Attached) -> None:
         attached.instance.root.execute(f"DETACH {attached.alias}")
 
 
-def _literal(text: str) -> str:
+def sql_literal(text: str) -> str:
+    """`text` as a SQL string literal (for statements that take no parameters: ATTACH,
+    COPY ... TO, table functions' arguments)."""
     return "'" + text.replace("'", "''") + "'"
 
 

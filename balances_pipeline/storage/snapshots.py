@@ -52,6 +52,7 @@ from filelock import FileLock, Timeout
 
 from balances_pipeline.schema import ANALYST_RELATIONS, HISTORY_RELATIONS, quoted, select_list
 from balances_pipeline.storage import duck
+from balances_pipeline.storage.duck import sql_literal  # noqa: F401 - imported from here too
 from balances_pipeline.storage.layout import Layout, secure_private
 from balances_pipeline.storage.published_names import (
     RETIRED_FILE,
@@ -78,10 +79,6 @@ SWEEP_INTERVAL_SECONDS = 300
 ALIAS_MAX_DEFER_SECONDS = 1800
 # Snapshot ids: nanoseconds since the epoch (20 digits) and 8 random hex digits.
 _SNAPSHOT_ID = re.compile(r"^(\d{20})-[0-9a-f]{8}$")
-
-
-def sql_literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def copy_to_parquet(con: duckdb.DuckDBPyConnection, relation: str, query: str, path: Path,

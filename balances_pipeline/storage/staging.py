@@ -154,7 +154,7 @@ def _json_batch_sql(sql: JsonBodiesSql) -> str:
     return f"""
         CREATE OR REPLACE TEMP TABLE json_batch AS
         WITH raw AS (
-            SELECT page, unnest(from_json(body, {_sql_text("[" + sql.structure + "]")}),
+            SELECT page, unnest(from_json(body, {duck.sql_literal("[" + sql.structure + "]")}),
                                 recursive := true)
             FROM unnest(?::VARCHAR[]) WITH ORDINALITY AS bodies(body, page)
         ), typed AS (
@@ -162,10 +162,6 @@ def _json_batch_sql(sql: JsonBodiesSql) -> str:
         )
         SELECT *, count(*) OVER (PARTITION BY page, {sql.key}) AS key_count FROM typed
     """  # noqa: S608
-
-
-def _sql_text(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def remove_staging_files(paths: list[str]) -> None:

@@ -215,8 +215,8 @@ def reusing_connections() -> Iterator[None]:
     open across units for at most `REUSE_MAX_HOLD_SECONDS` (and closed after
     `REUSE_IDLE_SECONDS` without one), instead of opening one per unit (attaching the file,
     taking its lock and checkpointing it at the end, a few ms each time, and a practice's
-    sync has about fifteen units). For runs that sync many
-    practices; other processes still get the file between holds."""
+    sync has about fifteen units). For runs that sync many practices; other processes
+    still get the file between holds."""
     global _reuse_depth
     with _reuse_guard:
         _reuse_depth += 1
