@@ -100,6 +100,43 @@ def test_threads_share_one_attachment_of_a_file(settings: duck.DuckSettings,
     main.close()
 
 
+def test_a_file_being_detached_holds_up_only_its_own_opens(
+    settings: duck.DuckSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The last close checkpoints the file (a second for a big ledger). Meanwhile other
+    # files open freely; the same file opens once the detach is over, with its data.
+    big, other = tmp_path / "big.duckdb", tmp_path / "other.duckdb"
+    checkpointing, go_on = threading.Event(), threading.Event()
+    detach = duck._detach
+
+    def slow_detach(attached: object) -> None:
+        if getattr(attached, "path", None) == str(big.resolve()):
+            checkpointing.set()
+            assert go_on.wait(10)
+        detach(attached)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(duck, "_detach", slow_detach)
+    con = duck.connect(settings, big)
+    con.execute("CREATE TABLE t AS SELECT range AS n FROM range(1000)")
+    closer = threading.Thread(target=con.close)
+    closer.start()
+    assert checkpointing.wait(10)
+    with duck.connect(settings, other) as elsewhere:  # not held up by the detach
+        assert elsewhere.execute("SELECT 1").fetchall() == [(1,)]
+    reopened: list[object] = []
+    opener = threading.Thread(target=lambda: reopened.append(duck.connect(settings, big)))
+    opener.start()
+    opener.join(0.3)
+    assert opener.is_alive() and reopened == []  # waits for the detach to finish
+    go_on.set()
+    closer.join(10)
+    opener.join(10)
+    again = reopened[0]
+    assert again.execute("SELECT count(*) FROM t").fetchall() == [(1000,)]  # type: ignore[attr-defined]
+    again.close()  # type: ignore[attr-defined]
+    assert str(big.resolve()) not in {**duck._files, **duck._detaching}
+
+
 def test_other_settings_on_an_open_file_are_refused(settings: duck.DuckSettings,
                                                     tmp_path: Path) -> None:
     path = tmp_path / "x.duckdb"

@@ -170,6 +170,33 @@ def test_proxies_from_the_environment_still_apply(
     assert [seen.path for seen in proxy.seen] == ["/reports/Aging"]
 
 
+def test_a_session_reads_the_proxy_settings_once_per_host(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Settings are kept per host: NO_PROXY still sends one host direct while another goes
+    # through the proxy, request after request, in one session.
+    proxy = FakeOpenDental({"/reports/Aging": [aging_row(1)]}).start()
+    direct = FakeOpenDental({"/reports/Aging": [aging_row(2)]}).start()
+    try:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url.removesuffix("/api/v1"))
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        session = build_session(max_retries=0, verify_tls=True)
+        headers = {"Authorization": AUTHORIZATION}
+        for _ in range(3):
+            assert session.get("http://opendental.invalid/api/v1/reports/Aging",
+                               headers=headers).json()[0]["PatNum"] == 1
+            assert session.get(f"{direct.url}/reports/Aging",
+                               headers=headers).json()[0]["PatNum"] == 2
+        monkeypatch.delenv("HTTP_PROXY")  # read once: the session keeps what it found
+        assert session.get("http://opendental.invalid/api/v1/reports/Aging",
+                           headers=headers).status_code == 200
+    finally:
+        proxy.stop()
+        direct.stop()
+    assert len(proxy.seen) == 4
+    assert len(direct.seen) == 3
+
+
 def test_the_deadline_cuts_a_tls_connection_too(
     certificates: dict[str, Path], clean_env: None
 ) -> None:

@@ -34,7 +34,8 @@ TLS: the session's `verify` is sent with every request explicitly. requests merg
 environment settings into each request, and with `REQUESTS_CA_BUNDLE` or `CURL_CA_BUNDLE`
 set that bundle replaced a session-level `verify=False`. Passed explicitly, `False` stays
 `False`; `True` still lets those variables name the CA bundle to verify against (a
-private CA). Proxies from the environment apply as before.
+private CA). Proxies from the environment apply as before, read once per session and
+host rather than for every request (a session serves one sync).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ import io
 import socket
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -283,6 +285,24 @@ class CountingSession(requests.Session):
             return super().request(method, url, *args, **kwargs)
         finally:
             CURRENT_LIMITS.reset(token)
+
+    def merge_environment_settings(
+        self, url: str, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> dict[str, Any]:
+        # requests reads the proxy variables anew for every request (about 1 ms each, a
+        # scan of os.environ); a session serves one sync, so once per host and settings.
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc, tuple(sorted((proxies or {}).items())), stream,
+               verify, cert)
+        cache = self.__dict__.setdefault("_environment_settings", {})
+        try:
+            hash(key)
+        except TypeError:  # a cert given as a list, say: nothing to key on
+            return super().merge_environment_settings(url, proxies, stream, verify, cert)
+        if key not in cache:
+            cache[key] = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        settings = cache[key]
+        return {**settings, "proxies": dict(settings["proxies"])}
 
 
 def build_retry(

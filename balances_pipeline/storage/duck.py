@@ -42,22 +42,28 @@ def connect(settings: DuckSettings, path: Path | None = None) -> duckdb.DuckDBPy
         attached.users = 1
         return _connection(attached)
     key = os.path.realpath(path)
-    with _files_guard:
-        attached = _files.get(key)
-        if attached is None:
-            attached = _Attached(_thread_instance(settings), key)
-            _files[key] = attached
-        elif attached.instance.settings != settings:
-            raise duckdb.ConnectionException(
-                f"{Path(key).name} is open in this process with other DuckDB settings"
-            )
-        attached.users += 1
+    while True:
+        with _files_guard:
+            detaching = _detaching.get(key)
+            if detaching is None:
+                attached = _files.get(key)
+                if attached is None:
+                    attached = _Attached(_thread_instance(settings), key)
+                    _files[key] = attached
+                elif attached.instance.settings != settings:
+                    raise duckdb.ConnectionException(
+                        f"{Path(key).name} is open in this process with other DuckDB settings"
+                    )
+                attached.users += 1
+                break
+        detaching.wait()  # the file's last connection is closing: attach it afresh after
     return _connection(attached)
 
 
 def _connection(attached: _Attached) -> duckdb.DuckDBPyConnection:
     try:
-        cursor = attached.instance.root.cursor()
+        with attached.instance.lock:
+            cursor = attached.instance.root.cursor()
         cursor.execute(f"USE {attached.alias}")
     except BaseException:
         _release(attached)
@@ -78,6 +84,7 @@ class _Instance:
         self.settings = settings
         self.root = duckdb.connect(":memory:", config=settings.config())
         self.names = itertools.count(1)
+        self.lock = threading.Lock()  # statements on `root` (ATTACH, DETACH), one at a time
 
 
 class _Attached:
@@ -91,10 +98,12 @@ class _Attached:
         self.path = path
         self.alias = f"{'file' if path else 'memory'}_{next(instance.names)}"
         self.users = 0
-        instance.root.execute(f"ATTACH {sql_literal(path or ':memory:')} AS {self.alias}")
+        with instance.lock:
+            instance.root.execute(f"ATTACH {sql_literal(path or ':memory:')} AS {self.alias}")
 
 
 _files: dict[str, _Attached] = {}
+_detaching: dict[str, threading.Event] = {}  # files whose last connection is closing
 _files_guard = threading.Lock()
 _instances = threading.local()
 
@@ -103,6 +112,7 @@ def _forget_parent_instances() -> None:
     """In a forked child: the parent's DuckDB databases are not the child's to use."""
     global _files_guard, _instances
     _files.clear()
+    _detaching.clear()
     _files_guard = threading.Lock()
     _instances = threading.local()
 
@@ -118,13 +128,30 @@ def _thread_instance(settings: DuckSettings) -> _Instance:
 
 
 def _release(attached: _Attached) -> None:
-    """One user fewer; the last detaches the file (DuckDB checkpoints it then)."""
+    """One user fewer; the last detaches the file (DuckDB checkpoints it then: a second for
+    a big ledger, so outside `_files_guard`, where other threads open their files)."""
+    if attached.path is None:
+        attached.users -= 1  # this thread's own database: no other thread shares it
+        if attached.users == 0:
+            _detach(attached)
+        return
     with _files_guard:
         attached.users -= 1
         if attached.users > 0:
             return
-        if attached.path is not None and _files.get(attached.path) is attached:
+        if _files.get(attached.path) is attached:
             del _files[attached.path]
+        detached = _detaching[attached.path] = threading.Event()
+    try:
+        _detach(attached)
+    finally:
+        with _files_guard:
+            del _detaching[attached.path]
+        detached.set()
+
+
+def _detach(attached: _Attached) -> None:
+    with attached.instance.lock:
         attached.instance.root.execute(f"DETACH {attached.alias}")
 
 

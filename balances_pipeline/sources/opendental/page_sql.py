@@ -1,14 +1,15 @@
 """Set-based validation of Open Dental pages in DuckDB: the fast path beside `rows.py`.
 
-A batch of pages is read by DuckDB (`from_json` over the bodies the server sent, every
-field as JSON), and one SQL predicate per row says whether the row is *plainly* valid:
-every value one the row-by-row reader (`rows.py`, after `to_rest_row` on the ShortQuery
-path) accepts, and whose typed value is the same here. Plainly valid pages are loaded as
-they are. Every other page (one doubtful row, a key twice on the page) is read row by
-row by `rows.py`, whose rows, rejects and reasons are the ones kept. The predicates are
-deliberately narrower than the row-by-row reader (a leading zero, an exotic date form,
-an unknown enum number all send a page the slow way), never wider: the result is the
-row-by-row reader's for any input, only its cost differs.
+A batch of pages is read by DuckDB (`from_json` over the bodies the server sent, each
+field as text or as JSON, see `_READ_AS_TEXT`), and one SQL predicate per row says
+whether the row is *plainly* valid: every value one the row-by-row reader (`rows.py`,
+after `to_rest_row` on the ShortQuery path) accepts, and whose typed value is the same
+here. Plainly valid pages are loaded as they are. Every other page (one doubtful row, a
+key twice on the page) is read row by row by `rows.py`, whose rows, rejects and reasons
+are the ones kept. The predicates are deliberately narrower than the row-by-row reader
+(a leading zero, an exotic date form, an unknown enum number all send a page the slow
+way), never wider: the result is the row-by-row reader's for any input, only its cost
+differs.
 
 Bodies DuckDB would read differently from Python never come here (`scan_json_list`):
 DuckDB reads JSON numbers through a binary double and keeps the first of two equal keys
@@ -121,22 +122,34 @@ def _is(ref: str, *types: str) -> str:
     return f"json_type({ref}) IN ({', '.join(repr(t) for t in types)})"
 
 
-_NUMERIC = ("UBIGINT", "BIGINT", "VARCHAR")
 _DATE_TEXT = "[0-9]{4}-[0-9]{2}-[0-9]{2}"
 
 
+# Kinds whose every accepted value is a JSON number or string of a shape only text can
+# have: read by `from_json` as VARCHAR (a number as its literal, a string unescaped),
+# which costs one parse instead of a `json_type` and a `json_extract_string` per use.
+# Booleans, lists and objects read as their JSON text, which no pattern below matches.
+# Text and enums keep their JSON, since a number there must not pass for a string.
+_READ_AS_TEXT = frozenset(("identifier", "count", "money", "day", "day_at_midnight",
+                           "timestamp"))
+
+
+def _structure_type(field: _Field) -> str:
+    return "VARCHAR" if field.kind in _READ_AS_TEXT else "JSON"
+
+
 def _plain(field: _Field) -> tuple[str, str]:
-    """(value SQL, plainly-valid SQL) of one field, `raw."<name>"` being its JSON."""
-    ref, text = f'raw."{field.name}"', _text(f'raw."{field.name}"')
+    """(value SQL, plainly-valid SQL) of one field, `raw."<name>"` being its VARCHAR
+    (`_READ_AS_TEXT`) or its JSON."""
+    ref = f'raw."{field.name}"'
+    text = ref if field.kind in _READ_AS_TEXT else _text(ref)
     kind = field.kind
     if kind in ("identifier", "count"):
         digits = "[1-9][0-9]{0,14}" if kind == "identifier" else "0|[1-9][0-9]{0,14}"
-        return (f"TRY_CAST({text} AS BIGINT)",
-                f"{_is(ref, *_NUMERIC)} AND regexp_full_match({text}, '{digits}')")
+        return f"TRY_CAST({text} AS BIGINT)", f"regexp_full_match({text}, '{digits}')"
     if kind == "money":
         return (f"TRY_CAST({text} AS DECIMAL(14,2))",
-                f"{_is(ref, *_NUMERIC, 'DOUBLE')}"
-                f" AND regexp_full_match({text}, '-?[0-9]{{1,9}}([.][0-9]{{1,2}})?')")
+                f"regexp_full_match({text}, '-?[0-9]{{1,9}}([.][0-9]{{1,2}})?')")
     if kind == "text":
         return (text, f"{_is(ref, 'VARCHAR')} AND NOT regexp_matches({text},"
                       f" '^{_SPACE_CLASS}|{_SPACE_CLASS}$')")
@@ -144,16 +157,15 @@ def _plain(field: _Field) -> tuple[str, str]:
         pattern = _DATE_TEXT + ("" if kind == "day" else "[T ]00:00:00")
         day = f"left({text}, 10)"
         return (f"TRY_CAST({day} AS DATE)",
-                f"{_is(ref, 'VARCHAR')} AND regexp_full_match({text}, '{pattern}')"
+                f"regexp_full_match({text}, '{pattern}')"
                 f" AND {day} >= '0001-01-01' AND TRY_CAST({day} AS DATE) IS NOT NULL")
     if kind == "timestamp":  # optional; Open Dental's 0001-01-01 00:00:00 is "never"
         pattern = _DATE_TEXT + "[ T]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
         moment = f"TRY_CAST(replace({text}, 'T', ' ') AS TIMESTAMP)"
-        return (f"CASE WHEN {ref} IS NULL OR left({text}, 4) = '0001' THEN NULL"
+        return (f"CASE WHEN {text} IS NULL OR left({text}, 4) = '0001' THEN NULL"
                 f" ELSE {moment} END",
-                f"{ref} IS NULL OR {_is(ref, 'NULL')} OR ({_is(ref, 'VARCHAR')}"
-                f" AND regexp_full_match({text}, '{pattern}') AND {text} >= '0001'"
-                f" AND {moment} IS NOT NULL)")
+                f"{text} IS NULL OR (regexp_full_match({text}, '{pattern}')"
+                f" AND {text} >= '0001' AND {moment} IS NOT NULL)")
     if kind == "enum":  # ShortQuery's enum numbers, named as `to_rest_row` names them
         assert field.enum is not None
         cases = " ".join(f"WHEN '{number}' THEN '{name}'" for number, name in field.enum.items())
@@ -167,7 +179,7 @@ def _page_sql(
     relation: str, key: str, fields: tuple[_Field, ...], rule: str | None = None,
     derived: tuple[tuple[str, str], ...] = (),
 ) -> JsonPageSql:
-    structure = json.dumps({field.name: "JSON" for field in fields})
+    structure = json.dumps({field.name: _structure_type(field) for field in fields})
     values: list[tuple[str, str]] = []
     checks: list[str] = []
     for field in fields:
