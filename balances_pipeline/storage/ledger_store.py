@@ -181,8 +181,11 @@ class LedgerStore:
             # One thread for the aging statement: with two, DuckDB 1.5.5's window, joins
             # and aggregates over a 100,000-account ledger (3.8M entries) held more than
             # the 64 MB budget at once and failed; alone it fits (about 2 s slower there).
-            # (A setting of the thread's DuckDB instance, which outlives this connection.)
+            # Its allocator hands back what a large free releases at once rather than
+            # keeping up to 512 MB of it cached: 10 MB less peak RSS at 100,000 accounts.
+            # (Settings of the thread's DuckDB instance, which outlives this connection.)
             con.execute("SET threads = 1")
+            con.execute(f"SET allocator_bulk_deallocation_flush_threshold = '{_AGING_FLUSH}'")
             try:
                 con.execute(
                     f"CREATE OR REPLACE TABLE stg.account_balances AS {aging}",  # noqa: S608
@@ -190,6 +193,7 @@ class LedgerStore:
                 )
             finally:
                 con.execute(f"SET threads = {duck.THREADS}")
+                con.execute("RESET allocator_bulk_deallocation_flush_threshold")
             future_sql = load_sql("ledger_future_entries")
             future = con.execute(future_sql, _used(params, future_sql)).fetchall()[0][0]
             counts["future_entries"] = future
@@ -198,6 +202,9 @@ class LedgerStore:
             con.close()
         return counts
 
+
+
+_AGING_FLUSH = "1MB"
 
 
 def _used(params: dict[str, Any], sql: str) -> dict[str, Any]:
