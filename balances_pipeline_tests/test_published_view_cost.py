@@ -23,8 +23,8 @@ import duckdb
 
 from balances_pipeline.schema import select_list
 from balances_pipeline.storage.analyst import ensure_analyst_warehouse
+from balances_pipeline.storage.duck import sql_literal
 from balances_pipeline.storage.layout import Layout
-from balances_pipeline.storage.snapshots import sql_literal
 from balances_pipeline_tests.published_files import publish
 
 PRACTICES = 300

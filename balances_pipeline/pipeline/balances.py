@@ -23,10 +23,11 @@ from typing import Any
 from balances_pipeline.config import Practice
 from balances_pipeline.pipeline.read_plan import next_cursors
 from balances_pipeline.storage import sync_runs
+from balances_pipeline.storage.duck import sql_literal
 from balances_pipeline.storage.layout import Layout
 from balances_pipeline.storage.ledger_store import LedgerStore, read_refresh_state
 from balances_pipeline.storage.publish import LedgerRefresh
-from balances_pipeline.storage.snapshots import SnapshotStore, sql_literal
+from balances_pipeline.storage.snapshots import SnapshotStore
 from balances_pipeline.storage.sql_files import create_table_from_sql
 from balances_pipeline.storage.staging import StagingDatabase
 from balances_pipeline.storage.sync_runs import WaitingExtract

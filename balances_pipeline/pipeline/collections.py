@@ -24,9 +24,10 @@ import pyarrow as pa
 from balances_pipeline.config import CollectionRule, Practice, PracticesFile, RulesError
 from balances_pipeline.schema import COLLECTION_RELATIONS, COLLECTION_RULES, arrow_schema
 from balances_pipeline.storage import duck, sync_runs
+from balances_pipeline.storage.duck import sql_literal
 from balances_pipeline.storage.layout import Layout
 from balances_pipeline.storage.publish import CollectionDay, StateChanges, practice_lock, publish
-from balances_pipeline.storage.snapshots import SnapshotStore, copy_to_parquet, sql_literal
+from balances_pipeline.storage.snapshots import SnapshotStore, copy_to_parquet
 from balances_pipeline.storage.sql_files import load_sql
 from balances_pipeline.storage.working_db import WorkingDatabase
 

@@ -41,6 +41,7 @@ from balances_pipeline.pipeline.recompute import recompute_practice, transform_p
 from balances_pipeline.pipeline.summary import build_aging_summary
 from balances_pipeline.schema import SYNC_RELATIONS
 from balances_pipeline.storage import override_store, sync_runs
+from balances_pipeline.storage.duck import sql_literal
 from balances_pipeline.storage.layout import Layout
 from balances_pipeline.storage.publish import (
     StateChanges,
@@ -49,7 +50,7 @@ from balances_pipeline.storage.publish import (
     publish,
     reconcile,
 )
-from balances_pipeline.storage.snapshots import SnapshotStore, copy_to_parquet, sql_literal
+from balances_pipeline.storage.snapshots import SnapshotStore, copy_to_parquet
 from balances_pipeline.storage.staging import StagingDatabase, remove_staging_files
 from balances_pipeline.storage.working_db import WorkingDatabase
 

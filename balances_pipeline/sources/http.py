@@ -286,6 +286,10 @@ class CountingSession(requests.Session):
         finally:
             CURRENT_LIMITS.reset(token)
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._environment_settings: dict[tuple, dict[str, Any]] = {}
+
     def merge_environment_settings(
         self, url: str, proxies: Any, stream: Any, verify: Any, cert: Any
     ) -> dict[str, Any]:
@@ -294,14 +298,13 @@ class CountingSession(requests.Session):
         parts = urlsplit(url)
         key = (parts.scheme, parts.netloc, tuple(sorted((proxies or {}).items())), stream,
                verify, cert)
-        cache = self.__dict__.setdefault("_environment_settings", {})
         try:
-            hash(key)
+            settings = self._environment_settings[key]
+        except KeyError:
+            settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            self._environment_settings[key] = settings
         except TypeError:  # a cert given as a list, say: nothing to key on
             return super().merge_environment_settings(url, proxies, stream, verify, cert)
-        if key not in cache:
-            cache[key] = super().merge_environment_settings(url, proxies, stream, verify, cert)
-        settings = cache[key]
         return {**settings, "proxies": dict(settings["proxies"])}
 
 

@@ -30,10 +30,11 @@ from balances_pipeline.schema import (
     select_list,
 )
 from balances_pipeline.storage import duck
+from balances_pipeline.storage.duck import sql_literal
 from balances_pipeline.storage.history import upgrade_history
 from balances_pipeline.storage.layout import Layout
 from balances_pipeline.storage.published_names import EMPTY_SUFFIX, glob_escape
-from balances_pipeline.storage.snapshots import SnapshotStore, sql_literal
+from balances_pipeline.storage.snapshots import SnapshotStore
 from balances_pipeline.storage.sql_files import load_sql
 
 

@@ -21,10 +21,10 @@ from pathlib import Path
 import duckdb
 
 from balances_pipeline.schema import DATA_RELATIONS, select_list
+from balances_pipeline.storage.duck import sql_literal
 from balances_pipeline.storage.lake import ALIAS, ANALYST_SCHEMA, WORKING_SCHEMA
 from balances_pipeline.storage.lake_schema import SOURCE_AGING_REPORT
 from balances_pipeline.storage.layout import PRIVATE_DIR_MODE, Layout
-from balances_pipeline.storage.snapshots import sql_literal
 
 CHECKOUT_MAX_AGE_SECONDS = 900
 SOURCE_FILE = f"{SOURCE_AGING_REPORT.name}.parquet"

@@ -26,8 +26,8 @@ import duckdb
 
 from balances_pipeline import schema
 from balances_pipeline.storage import duck
+from balances_pipeline.storage.duck import sql_literal
 from balances_pipeline.storage.layout import Layout, secure_private
-from balances_pipeline.storage.snapshots import sql_literal
 from balances_pipeline.storage.sql_files import load_sql
 
 
@@ -182,10 +182,11 @@ class LedgerStore:
             # and aggregates over a 100,000-account ledger (3.8M entries) held more than
             # the 64 MB budget at once and failed; alone it fits (about 2 s slower there).
             # Its allocator hands back what a large free releases at once rather than
-            # keeping up to 512 MB of it cached: 10 MB less peak RSS at 100,000 accounts.
+            # keeping up to 512 MB of it cached (the statement alone, replayed at 100,000
+            # accounts: 10 MB less peak RSS).
             # (Settings of the thread's DuckDB instance, which outlives this connection.)
             con.execute("SET threads = 1")
-            con.execute(f"SET allocator_bulk_deallocation_flush_threshold = '{_AGING_FLUSH}'")
+            con.execute("SET allocator_bulk_deallocation_flush_threshold = '1MB'")
             try:
                 con.execute(
                     f"CREATE OR REPLACE TABLE stg.account_balances AS {aging}",  # noqa: S608
@@ -202,9 +203,6 @@ class LedgerStore:
             con.close()
         return counts
 
-
-
-_AGING_FLUSH = "1MB"
 
 
 def _used(params: dict[str, Any], sql: str) -> dict[str, Any]:

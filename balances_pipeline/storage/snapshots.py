@@ -52,7 +52,6 @@ from filelock import FileLock, Timeout
 
 from balances_pipeline.schema import ANALYST_RELATIONS, HISTORY_RELATIONS, quoted, select_list
 from balances_pipeline.storage import duck
-from balances_pipeline.storage.duck import sql_literal  # noqa: F401 - imported from here too
 from balances_pipeline.storage.layout import Layout, secure_private
 from balances_pipeline.storage.published_names import (
     RETIRED_FILE,
@@ -86,7 +85,7 @@ def copy_to_parquet(con: duckdb.DuckDBPyConnection, relation: str, query: str, p
     """Write `query`'s rows as `relation` (contract columns and types) to a Parquet file."""
     con.execute(
         f"COPY (SELECT {select_list(relation, 'q')} FROM ({query}) AS q) "  # noqa: S608
-        f"TO {sql_literal(str(path))} (FORMAT parquet, COMPRESSION zstd)",
+        f"TO {duck.sql_literal(str(path))} (FORMAT parquet, COMPRESSION zstd)",
         params or [],
     )
 
